@@ -1,0 +1,5 @@
+"""conv: functional API (validation and dispatch to the compiled core, Triton or the reference)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

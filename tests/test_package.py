@@ -1,0 +1,58 @@
+"""The package itself: import cost, no CUDA initialisation, info, thread control."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import loglik
+from loglik import cli
+
+
+def test_import_does_not_import_torch_or_triton() -> None:
+    code = "import sys, loglik; print(json.dumps(['torch' in sys.modules, 'triton' in sys.modules]))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [False, False]
+
+
+def test_import_never_initialises_cuda() -> None:
+    code = "import torch, loglik, loglik.kernels; print(torch.cuda.is_initialized())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_compiled_core_and_info() -> None:
+    assert loglik.has_compiled()
+    got = cli.info()
+    assert got["compiled"] is True
+    assert "OpenBLAS" in str(got["blas"])
+    assert isinstance(got["cpu_features"], dict)
+
+
+def test_set_num_threads_roundtrip() -> None:
+    before = loglik.get_num_threads()
+    try:
+        loglik.set_num_threads(1)
+        assert loglik.get_num_threads() == 1
+    finally:
+        loglik.set_num_threads(before)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n: expected a positive int"):
+            loglik.set_num_threads(bad)
+
+
+def test_cli_info_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["info"]) == 0
+    assert "build_flags" in capsys.readouterr().out
+
+
+def test_public_names_are_documented() -> None:
+    for name in loglik.__all__:
+        obj = getattr(loglik, name)
+        if callable(obj):
+            assert obj.__doc__, f"loglik.{name} has no docstring"
