@@ -14,9 +14,7 @@ from loglik import cli
 
 def test_import_does_not_import_torch_or_triton() -> None:
     code = "import sys, loglik; print(json.dumps(['torch' in sys.modules, 'triton' in sys.modules]))"
-    out = subprocess.run(
-        [sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [False, False]
 
 

@@ -112,18 +112,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loglik", description=__doc__)
-    p.add_argument(
-        "--threads", type=int, default=None, help="threads for loglik's kernels (default: all cores)"
-    )
+    p.add_argument("--threads", type=int, default=None, help="threads for loglik's kernels (default: all cores)")
     sub = p.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("info", help="version, build flags, CPU features, BLAS, threads, Triton/CUDA")
     sp.set_defaults(func=_cmd_info)
     sp = sub.add_parser("bench", help="run the benchmark suite against peer libraries")
     sp.add_argument("names", nargs="*", help="suites to run (default: all)")
     sp.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    sp.add_argument(
-        "--json", default=None, help="where to write the JSON results (a PNG plot goes beside it)"
-    )
+    sp.add_argument("--json", default=None, help="where to write the JSON results (a PNG plot goes beside it)")
     sp.set_defaults(func=_cmd_bench)
     for name, modname in COMMANDS.items():
         try:
