@@ -4,7 +4,8 @@
 PYBIND11_MODULE(_C, m) {
   m.doc() = "loglik compiled core (C++17, OpenMP, OpenBLAS)";
   bind_runtime(m);
-  bind_cluster(m);
+  bind_sdp(m);
+  bind_mixture(m);
   bind_lm(m);
   bind_score(m);
   bind_conv(m);

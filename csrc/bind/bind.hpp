@@ -25,7 +25,8 @@ inline void require_ndim(const A& a, int ndim, const char* name) {
 }  // namespace loglik::bind
 
 void bind_runtime(pybind11::module_& m);
-void bind_cluster(pybind11::module_& m);
+void bind_sdp(pybind11::module_& m);
+void bind_mixture(pybind11::module_& m);
 void bind_lm(pybind11::module_& m);
 void bind_score(pybind11::module_& m);
 void bind_conv(pybind11::module_& m);

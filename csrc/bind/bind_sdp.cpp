@@ -2,4 +2,4 @@
 
 namespace py = pybind11;
 
-void bind_cluster(py::module_& m) {}
+void bind_sdp(py::module_& m) {}

@@ -1,0 +1,5 @@
+#include "bind.hpp"
+
+namespace py = pybind11;
+
+void bind_mixture(py::module_& m) {}
