@@ -84,7 +84,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         print(f"loglik bench: unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
+    # Sizes: every suite at once runs the quick sizes (a few minutes on 2 cores); a named suite runs the full sizes
+    # of its issue. --quick / --full override either way.
+    quick = args.quick or (not args.full and not args.names)
     env = _harness.environment()
+    env["quick"] = quick
     rows: list[_harness.Row] = []
     for name in names:
         try:
@@ -94,8 +98,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 print(f"[{name}] not available in this version", file=sys.stderr)
                 continue
             raise
-        print(f"== loglik bench {name}{' (quick)' if args.quick else ''}", flush=True)
-        got = mod.run(quick=args.quick)
+        print(f"== loglik bench {name} ({'quick' if quick else 'full'} sizes)", flush=True)
+        got = mod.run(quick=quick)
         print(_harness.format_table(got), flush=True)
         rows += got
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -118,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_info)
     sp = sub.add_parser("bench", help="run the benchmark suite against peer libraries")
     sp.add_argument("names", nargs="*", help="suites to run (default: all)")
-    sp.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    size = sp.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes (the default when no suite is named)")
+    size.add_argument("--full", action="store_true", help="the full sizes (the default when suites are named)")
     sp.add_argument("--json", default=None, help="where to write the JSON results (a PNG plot goes beside it)")
     sp.set_defaults(func=_cmd_bench)
     for name, modname in COMMANDS.items():
