@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from loglik import cli
 from loglik.bench import SUITES, _harness
+
+from loglik import cli
 
 
 def test_time_call_reports_median_and_spread() -> None:
