@@ -143,7 +143,7 @@ def _run_logprob_case(rank: int, dtype: Any, opts: dict[str, Any]) -> dict[str, 
     }
     if br is not None:
         out["grad_bias"] = _rel(b_shard.grad, br.grad[start:stop])
-    out["logprobs_le_0"] = float(lp.max())
+    out["logprobs_le_0"] = float(lp.detach().max())
     return out
 
 
