@@ -85,18 +85,18 @@ void estep(i64 n, int p, int K, const T* X, const T* means, const Factors<T>& f,
     const double cst = logw - 0.5 * (p * kLog2Pi + f.logdet[k]);
     if (ct == CovType::Full) {
       buf.resize(size_t(n) * p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
       for (i64 i = 0; i < n; ++i)
         for (int j = 0; j < p; ++j) buf[size_t(i) * p + j] = X[i * p + j] - mu[j];
       trsm_right_lower_t(int(n), p, fk, buf.data());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
       for (i64 i = 0; i < n; ++i) {
         double s = 0;
         for (int j = 0; j < p; ++j) s += double(buf[size_t(i) * p + j]) * buf[size_t(i) * p + j];
         log_prob[i * K + k] = T(cst - 0.5 * s);
       }
     } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
       for (i64 i = 0; i < n; ++i) {
         double s = 0;
         for (int j = 0; j < p; ++j) {
@@ -107,7 +107,7 @@ void estep(i64 n, int p, int K, const T* X, const T* means, const Factors<T>& f,
       }
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i) {
     const T* row = log_prob + i * K;
     double m = -std::numeric_limits<double>::infinity();
@@ -130,7 +130,7 @@ std::uint64_t mix_seed(std::uint64_t seed, int r) {
 
 template <class T>
 void hard_assign(i64 n, int p, int K, const T* X, const T* centers, T* resp) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i) {
     int best = 0;
     double bd = std::numeric_limits<double>::infinity();
@@ -178,7 +178,7 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
   for (int it = 1; it <= opt.max_iter; ++it) {
     // ---- M-step -------------------------------------------------------------------------------------------
     std::fill(tl.begin(), tl.end(), 0.0);
-#pragma omp parallel
+#pragma omp parallel if (std::int64_t(n) * p > kParallelMin)
     {
       double* loc = tl.data() + size_t(omp_get_thread_num()) * std::max(K, p);
 #pragma omp for schedule(static)
@@ -243,7 +243,7 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
       have[k] = 1;
       if (ct == CovType::Full) {
         buf.resize(size_t(n) * p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
         for (i64 i = 0; i < n; ++i) {
           const T w = std::sqrt(std::max(out.resp[i * K + k], T(0)));
           for (int j = 0; j < p; ++j) buf[size_t(i) * p + j] = w * (X[i * p + j] - mu[j]);
@@ -259,7 +259,7 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
         }
       } else {
         std::fill(tl.begin(), tl.end(), 0.0);
-#pragma omp parallel
+#pragma omp parallel if (std::int64_t(n) * p > kParallelMin)
         {
           double* loc = tl.data() + size_t(omp_get_thread_num()) * std::max(K, p);
 #pragma omp for schedule(static)
@@ -308,7 +308,7 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
     estep<T>(n, p, K, X, out.means.data(), f, out.weights.data(), ct, log_prob.data(), log_density.data(),
              out.resp.data(), buf);
     double ll = 0;
-#pragma omp parallel for schedule(static) reduction(+ : ll)
+#pragma omp parallel for schedule(static) reduction(+ : ll) if (std::int64_t(n) * p > kParallelMin)
     for (i64 i = 0; i < n; ++i) ll += double(log_density[i]);
     ll /= double(n);
     if (!std::isfinite(ll)) throw std::runtime_error("gmm_em: the log-likelihood became non-finite");
@@ -322,7 +322,7 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
     prev = ll;
   }
   out.labels.assign(n, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i) {
     int best = 0;
     for (int k = 1; k < K; ++k)
@@ -356,7 +356,7 @@ EMOutput<T> gmm_em(std::int64_t n, int p, int K, const T* X_in, const EMOptions&
     for (int j = 0; j < p; ++j) mean[j] += X_in[i * p + j];
   for (int j = 0; j < p; ++j) mean[j] /= double(n);
   std::vector<T> X(size_t(n) * p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i)
     for (int j = 0; j < p; ++j) X[size_t(i) * p + j] = T(double(X_in[i * p + j]) - mean[j]);
   for (i64 i = 0; i < n; ++i)

@@ -41,7 +41,7 @@ std::vector<double> center_columns(i64 n, int p, const T* X, std::vector<T>& Xc)
     for (int j = 0; j < p; ++j) mean[j] += X[i * p + j];
   for (int j = 0; j < p; ++j) mean[j] /= double(n);
   Xc.resize(size_t(n) * p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i)
     for (int j = 0; j < p; ++j) Xc[i * p + j] = T(double(X[i * p + j]) - mean[j]);
   return mean;
@@ -71,7 +71,7 @@ KMeansOutput<T> lloyd(i64 n, int p, int K, const T* X, const std::vector<T>& xx,
     i64 changes = 0;
     std::fill(tl_sums.begin(), tl_sums.end(), 0.0);
     std::fill(tl_counts.begin(), tl_counts.end(), 0);
-#pragma omp parallel reduction(+ : changes)
+#pragma omp parallel reduction(+ : changes) if (std::int64_t(n) * p > kParallelMin)
     {
       const int t = omp_get_thread_num();
       double* ls = tl_sums.data() + size_t(t) * K * p;
@@ -134,7 +134,7 @@ KMeansOutput<T> lloyd(i64 n, int p, int K, const T* X, const std::vector<T>& xx,
   out.converged = converged;
   // Final assignment with the returned centres (exact distances) so labels, centres and inertia agree.
   double inertia = 0;
-#pragma omp parallel for schedule(static) reduction(+ : inertia)
+#pragma omp parallel for schedule(static) reduction(+ : inertia) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i) {
     int best = 0;
     double bd = std::numeric_limits<double>::infinity();
@@ -163,7 +163,7 @@ void kmeanspp_seed(std::int64_t n, int p, int K, const T* X, std::uint64_t seed,
   std::copy(X + first * p, X + first * p + p, centers);
   std::vector<double> d2(n), cum(n), cand_d2(n);
   double pot = 0;
-#pragma omp parallel for schedule(static) reduction(+ : pot)
+#pragma omp parallel for schedule(static) reduction(+ : pot) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i) {
     d2[i] = sqdist(X + i * p, centers, p);
     pot += d2[i];
@@ -186,7 +186,7 @@ void kmeanspp_seed(std::int64_t n, int p, int K, const T* X, std::uint64_t seed,
       }
       const T* xc = X + idx * p;
       double new_pot = 0;
-#pragma omp parallel for schedule(static) reduction(+ : new_pot)
+#pragma omp parallel for schedule(static) reduction(+ : new_pot) if (std::int64_t(n) * p > kParallelMin)
       for (i64 i = 0; i < n; ++i) new_pot += std::min(d2[i], sqdist(X + i * p, xc, p));
       if (new_pot < best_pot) {
         best_pot = new_pot;
@@ -195,7 +195,7 @@ void kmeanspp_seed(std::int64_t n, int p, int K, const T* X, std::uint64_t seed,
     }
     const T* xb = X + best_idx * p;
     std::copy(xb, xb + p, centers + size_t(c) * p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
     for (i64 i = 0; i < n; ++i) d2[i] = std::min(d2[i], sqdist(X + i * p, xb, p));
     pot = best_pot;
   }
@@ -212,7 +212,7 @@ KMeansOutput<T> kmeans(std::int64_t n, int p, int K, const T* X, const KMeansOpt
   var_mean /= double(n) * p;
   const double tol_abs = opt.tol * var_mean;
   std::vector<T> xx(n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
   for (i64 i = 0; i < n; ++i) {
     double s = 0;
     for (int j = 0; j < p; ++j) s += double(Xc[i * p + j]) * Xc[i * p + j];

@@ -9,6 +9,10 @@
 
 namespace loglik::mixture {
 
+// Loops over fewer than this many elements (n * p) run on one thread: on small problems the fork/join of an
+// OpenMP region costs more than the work, and much more on a loaded machine.
+constexpr std::int64_t kParallelMin = std::int64_t(1) << 15;
+
 // Covariance layouts: Full -> [K, p, p], Diag -> [K, p] (variances), Spherical -> [K] (one variance each).
 enum class CovType : int { Full = 0, Diag = 1, Spherical = 2 };
 
