@@ -311,7 +311,9 @@ def _linear_bwd_hidden_kernel(
             if UPCAST:
                 w = w.to(tl.float32)
             part = tl.dot(dx, w, input_precision=PRECISION)
-            tl.atomic_add(GH + rows64[:, None] * D + ds[None, :], part, mask=row_mask[:, None] & dmask[None, :])
+            tl.atomic_add(
+                GH + rows64[:, None] * D + ds[None, :], part, mask=row_mask[:, None] & dmask[None, :], sem="relaxed"
+            )
 
 
 @triton.jit
@@ -384,7 +386,9 @@ def _linear_bwd_weight_kernel(
             if UPCAST:
                 h = h.to(tl.float32)
             part = tl.dot(dxt, h, input_precision=PRECISION)
-            tl.atomic_add(GW + cols64[:, None] * D + ds[None, :], part, mask=col_mask[:, None] & dmask[None, :])
+            tl.atomic_add(
+                GW + cols64[:, None] * D + ds[None, :], part, mask=col_mask[:, None] & dmask[None, :], sem="relaxed"
+            )
     if HAS_BIAS:
         tl.store(GB + cols, gb, mask=col_mask)
 
@@ -571,10 +575,11 @@ def _upcast(dtype: Any) -> bool:
     return _interpret() and dtype != _torch().float32
 
 
-def _blocks(block: int | None, default: int, name: str) -> int:
+def _blocks(block: int | None, default: int, name: str, minimum: int = 16) -> int:
+    """A block size: a power of two >= minimum (16 for the tiles that feed tl.dot)."""
     b = default if block is None else int(block)
-    if b < 16 or b & (b - 1):
-        raise ValueError(f"{name}: expected a power of two >= 16 (tl.dot's minimum), got {block!r}")
+    if b < minimum or b & (b - 1):
+        raise ValueError(f"{name}: expected a power of two >= {minimum}, got {block!r}")
     return b
 
 
@@ -828,8 +833,8 @@ def logprobs_from_logits_fwd(
     targets = _check_targets(targets, n, device)
     temp_t, inv_temp, per_row = _temperature_args(temperature, n, device)
     cap, has_cap = _softcap_arg(softcap)
-    bn = _blocks(block_n, 16, "block_n")
-    bv = _blocks(block_v, 16 if _interpret() else 1024, "block_v")
+    bn = _blocks(block_n, 16 if _interpret() else 4, "block_n", minimum=1)
+    bv = _blocks(block_v, 16 if _interpret() else 1024, "block_v", minimum=1)
     f32 = dict(device=device, dtype=torch.float32)
     m, s, a, tz = (torch.empty((n, 1), **f32) for _ in range(4))
     if n > 0:
@@ -884,8 +889,8 @@ def logprobs_from_logits_bwd(
     ent = _row_vector(entropy, n, "entropy", device) if entropy is not None else torch.zeros_like(lse)
     temp_t, inv_temp, per_row = _temperature_args(temperature, n, device)
     cap, has_cap = _softcap_arg(softcap)
-    bn = _blocks(block_n, 16, "block_n")
-    bv = _blocks(block_v, 16 if _interpret() else 1024, "block_v")
+    bn = _blocks(block_n, 16 if _interpret() else 4, "block_n", minimum=1)
+    bv = _blocks(block_v, 16 if _interpret() else 1024, "block_v", minimum=1)
     grad = torch.empty((n, v), device=device, dtype=logits.dtype)
     if n > 0:
         opts = {} if num_warps is None else {"num_warps": num_warps}

@@ -18,7 +18,12 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from loglik.kernels import lm as K  # noqa: E402
 
-pytestmark = pytest.mark.triton
+pytestmark = [
+    pytest.mark.triton,
+    # these tests build CPU tensors: they exercise the kernels through the interpreter (compiled GPU runs of the same
+    # kernels are in test_lm_cuda.py)
+    pytest.mark.skipif(not K._interpret(), reason="needs TRITON_INTERPRET=1 (CPU tensors)"),
+]
 
 N, D, V = 5, 40, 37
 BLOCKS = dict(block_n=16, block_v=16, block_d=16)  # V=37 -> 3 tiles (last partial), D=40 -> 3 chunks (last partial)

@@ -95,6 +95,41 @@ def _local_stats(
     return m, s, a, tz, zsum
 
 
+# Target ids handed to the Triton kernels: a target owned by another rank becomes -1 (matches no column, so the
+# kernel's target logit is 0), and the kernel's own ignore_index is -2, which never occurs, so it reduces every row.
+_NOT_LOCAL = -1
+_KERNEL_IGNORE = -2
+
+
+def _kernels() -> Any:
+    from .kernels import lm as kernels_lm
+
+    return kernels_lm
+
+
+def _local_stats_triton(
+    hidden: Any, weight: Any, bias: Any, local_t: Any, inv_t: Any, softcap: float | None, need_zmean: bool
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The same statistics as :func:`_local_stats` from the fused Triton kernel (no logits in memory).
+
+    The kernel gives the shard's (logprob, lse, entropy); with the shard's lse as reference point the online
+    triple is (m, s, a) = (lse_r, 1, -entropy_r), and the target logit is logprob_r + lse_r where the target is local.
+    """
+    torch = _backend.torch()
+    lp, lse, ent = _kernels().linear_logprobs_fwd(
+        hidden, weight, local_t, bias=bias, temperature=1.0 / inv_t, softcap=softcap, ignore_index=_KERNEL_IGNORE,
+        return_entropy=True,
+    )  # fmt: skip
+    tz = torch.where(local_t >= 0, lp + lse, torch.zeros_like(lse))
+    zsum = torch.zeros_like(lse)
+    if need_zmean:  # sum_v z_v = (h . sum_v w_v + sum_v b_v) / T, exact without softcap
+        zsum = hidden.float() @ weight.float().sum(0)
+        if bias is not None:
+            zsum = zsum + bias.float().sum()
+        zsum = zsum * inv_t
+    return lse, torch.ones_like(lse), -ent, tz, zsum
+
+
 @functools.cache
 def _vocab_parallel_fn() -> Any:
     """The autograd Function (built on first use so that importing this module does not import torch)."""
@@ -105,14 +140,17 @@ def _vocab_parallel_fn() -> Any:
 
         @staticmethod
         def forward(  # type: ignore[override]
-            ctx, hidden, weight, bias, targets, inv_t, softcap, ignore_index, vocab_start, v_total, group, chunks
+            ctx, hidden, weight, bias, targets, inv_t, softcap, ignore_index, vocab_start, v_total, group, cfg
         ):
             dist = _dist()
-            chunk, vchunk = chunks
+            chunk, vchunk, use_triton, need_zmean = cfg
             v_r = weight.shape[0]
             local_t = targets - vocab_start
-            local_t = torch.where((local_t >= 0) & (local_t < v_r), local_t, torch.full_like(local_t, -1))
-            m, s, a, tz, zsum = _local_stats(hidden, weight, bias, local_t, inv_t, softcap, chunk, vchunk)
+            local_t = torch.where((local_t >= 0) & (local_t < v_r), local_t, torch.full_like(local_t, _NOT_LOCAL))
+            if use_triton:
+                m, s, a, tz, zsum = _local_stats_triton(hidden, weight, bias, local_t, inv_t, softcap, need_zmean)
+            else:
+                m, s, a, tz, zsum = _local_stats(hidden, weight, bias, local_t, inv_t, softcap, chunk, vchunk)
             mx = _all_reduce(m.clone(), dist.ReduceOp.MAX, group)
             w = torch.exp(m - mx)  # 0 on an empty shard (m = -inf, mx finite)
             shift = torch.where(s > 0, m - mx, torch.zeros_like(m))
@@ -126,7 +164,7 @@ def _vocab_parallel_fn() -> Any:
             entropy = torch.where(ignored, zero, (torch.log(s_tot) - a_tot / s_tot).clamp_min(0.0))
             zmean = zsum_tot / v_total
             ctx.save_for_backward(hidden, weight, bias, local_t, inv_t, lse, entropy, ignored)
-            ctx.softcap, ctx.group, ctx.chunks, ctx.v_total = softcap, group, chunks, v_total
+            ctx.softcap, ctx.group, ctx.cfg, ctx.v_total = softcap, group, cfg, v_total
             ctx.has_bias = bias is not None
             return logprobs, lse, entropy, zmean
 
@@ -136,7 +174,7 @@ def _vocab_parallel_fn() -> Any:
             hidden, weight, bias, local_t, inv_t, lse, entropy, ignored = ctx.saved_tensors
             acc = _acc_dtype(hidden.dtype)
             n, v_r = hidden.shape[0], weight.shape[0]
-            chunk, vchunk = ctx.chunks
+            chunk, vchunk, use_triton, _ = ctx.cfg
 
             def upstream(g: Any) -> Any:
                 if g is None:
@@ -148,7 +186,21 @@ def _vocab_parallel_fn() -> Any:
             grad_h = torch.zeros((n, hidden.shape[1]), device=hidden.device, dtype=acc)
             grad_w = torch.zeros((v_r, hidden.shape[1]), device=hidden.device, dtype=acc) if need_w else None
             grad_b = torch.zeros((v_r,), device=hidden.device, dtype=acc) if need_b and ctx.has_bias else None
-            for r0 in range(0, n, chunk):
+            if use_triton:
+                gh, gw, gb = _kernels().linear_logprobs_bwd(
+                    hidden, weight, local_t, lse, g_lp, g_ent, bias=bias, temperature=1.0 / inv_t,
+                    softcap=ctx.softcap, ignore_index=_KERNEL_IGNORE, entropy=entropy, grad_lse=g_lse,
+                    needs_hidden_grad=need_h, needs_weight_grad=grad_w is not None or grad_b is not None,
+                )  # fmt: skip
+                # the mean-logit term (label smoothing; no softcap on this path): dz_iv = g_zm_i / V for every v
+                c = g_zm * inv_t / ctx.v_total
+                if need_h:
+                    grad_h += gh.to(acc) + c[:, None] * weight.to(acc).sum(0)[None, :]
+                if grad_w is not None:
+                    grad_w += gw.to(acc) + (c @ hidden.to(acc))[None, :]
+                if grad_b is not None:
+                    grad_b += gb.to(acc) + c.sum()
+            for r0 in range(0, 0 if use_triton else n, chunk):
                 r1 = min(n, r0 + chunk)
                 h = hidden[r0:r1].to(acc)
                 for c0 in range(0, v_r, vchunk):
@@ -212,6 +264,8 @@ def _prepare(
     ignore_index: Any,
     chunk_size: Any,
     vocab_chunk_size: Any,
+    impl: Any,
+    need_zmean: bool,
 ) -> dict[str, Any]:
     torch = _backend.torch()
     dist = _dist()
@@ -286,6 +340,7 @@ def _prepare(
     bad = (flat_t != ignore_index) & ((flat_t < 0) | (flat_t >= v_total))
     if bool(bad.any()):
         raise ValueError(f"targets: values must be in [0, {v_total}) or ignore_index={ignore_index}")
+    use_triton = _use_triton(impl, hidden, softcap, need_zmean)
     return dict(
         hidden=hidden.reshape(n, d),
         targets=flat_t,
@@ -293,14 +348,32 @@ def _prepare(
         softcap=softcap,
         group=group,
         v_total=v_total,
-        chunks=(int(chunk), int(vchunk)),
+        cfg=(int(chunk), int(vchunk), use_triton, bool(need_zmean)),
     )
+
+
+def _use_triton(impl: Any, hidden: Any, softcap: float | None, need_zmean: bool) -> bool:
+    """Whether a rank reduces its shard with the fused Triton kernels (else: chunked torch matmuls)."""
+    torch = _backend.torch()
+    check_choice(impl, "impl", ("auto", "torch", "triton"))
+    fits = hidden.dtype != torch.float64 and not (need_zmean and softcap is not None)
+    if impl == "auto":
+        return hidden.device.type == "cuda" and _backend.has_triton() and fits
+    if impl == "torch":
+        return False
+    if not _backend.has_triton():
+        raise ValueError("impl: 'triton' needs the triton package")
+    if not fits:
+        raise ValueError("impl: 'triton' supports float32/bfloat16/float16, and label smoothing only without softcap")
+    if hidden.device.type != "cuda" and not _backend.triton_interpret():
+        raise ValueError("impl: 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    return True
 
 
 def _stats(p: dict[str, Any], weight_shard: Any, bias: Any, vocab_start: int, ignore_index: int) -> tuple:
     return _vocab_parallel_fn().apply(
         p["hidden"], weight_shard, bias, p["targets"], p["inv_t"], p["softcap"], int(ignore_index), int(vocab_start),
-        p["v_total"], p["group"], p["chunks"],
+        p["v_total"], p["group"], p["cfg"],
     )  # fmt: skip
 
 
@@ -319,6 +392,7 @@ def linear_logprobs_vocab_parallel(
     return_lse: bool = False,
     chunk_size: int | None = None,
     vocab_chunk_size: int | None = None,
+    impl: str = "auto",
 ) -> Any:
     """Per-token log p(target) under a vocabulary-sharded linear head (every rank calls it with its shard).
 
@@ -336,7 +410,9 @@ def linear_logprobs_vocab_parallel(
         return_entropy: also return the per-token entropy.
         return_lse: also return the per-token log-sum-exp.
         chunk_size, vocab_chunk_size: rows x vocabulary entries reduced at once (peak extra memory
-            O(chunk_size * vocab_chunk_size)); defaults 1024 x 4096.
+            O(chunk_size * vocab_chunk_size)); defaults 1024 x 4096. Used by the torch path only.
+        impl: "auto" (the fused Triton kernels of :mod:`loglik.kernels.lm` for CUDA tensors when Triton is
+            installed, else chunked torch matmuls), "torch" or "triton" (CPU tensors need TRITON_INTERPRET=1).
 
     Returns:
         logprobs [...] in the accumulation dtype (float32, float64 for float64 inputs); with return_entropy and/or
@@ -345,7 +421,7 @@ def linear_logprobs_vocab_parallel(
     """
     p = _prepare(
         hidden, weight_shard, targets, vocab_start, process_group, bias, temperature, softcap, ignore_index,
-        chunk_size, vocab_chunk_size,
+        chunk_size, vocab_chunk_size, impl, False,
     )  # fmt: skip
     logprobs, lse, entropy, _ = _stats(p, weight_shard, bias, vocab_start, ignore_index)
     shape = targets.shape
@@ -374,6 +450,7 @@ def linear_cross_entropy_vocab_parallel(
     weights: Any = None,
     chunk_size: int | None = None,
     vocab_chunk_size: int | None = None,
+    impl: str = "auto",
 ) -> Any:
     """Cross-entropy under a vocabulary-sharded linear head (same on every rank).
 
@@ -382,7 +459,8 @@ def linear_cross_entropy_vocab_parallel(
 
     Args:
         hidden, weight_shard, targets, vocab_start, process_group, bias, softcap, temperature, ignore_index,
-            chunk_size, vocab_chunk_size: as in :func:`linear_logprobs_vocab_parallel`.
+            chunk_size, vocab_chunk_size, impl: as in :func:`linear_logprobs_vocab_parallel` (with label smoothing
+            and softcap together, "auto" uses the torch path).
         reduction: "mean" (sum over tokens divided by the number of non-ignored tokens; 0 with zero gradients when
             every token is ignored), "sum", or "none" (shape of targets).
         label_smoothing: eps in [0, 1].
@@ -399,7 +477,7 @@ def linear_cross_entropy_vocab_parallel(
             raise ValueError(f"{name}: expected a number in [0, {hi}], got {val!r}")
     p = _prepare(
         hidden, weight_shard, targets, vocab_start, process_group, bias, temperature, softcap, ignore_index,
-        chunk_size, vocab_chunk_size,
+        chunk_size, vocab_chunk_size, impl, float(label_smoothing) > 0,
     )  # fmt: skip
     logprobs, lse, _, zmean = _stats(p, weight_shard, bias, vocab_start, ignore_index)
     valid = p["targets"] != ignore_index
