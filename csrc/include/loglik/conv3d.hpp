@@ -1,0 +1,512 @@
+// Direct 3D convolution (cross-correlation, as torch.nn.functional.conv3d) for spectral datacubes laid out as
+// (N, C, X, Y, E): few channels and a long, contiguous energy axis E. Forward, grad_input and grad_weight.
+//
+// Layout of the work: every kernel runs its innermost loop over E, so it vectorises over contiguous memory and
+// keeps a register block of (output channels x E-vectors) accumulators; input rows are reused across that channel
+// block. Strides and dilations along E are turned into unit-stride reads by splitting each zero-padded input row
+// into `stride_e` phases (phase r holds padded samples j = q * stride_e + r), so tap k of output e reads phase
+// (k * dil_e) % stride_e at index e + (k * dil_e) / stride_e. grad_input uses the same engine on the zero-padded
+// output gradient, one phase of grad_input at a time (it is the transposed convolution).
+//
+// This header has two parts:
+//  * declarations (always): loglik::conv3d::Geometry and the dispatching entry points forward / grad_input /
+//    grad_weight (defined in csrc/cpu/conv3d.cpp, which picks AVX-512, AVX2 or a 128-bit generic path at run time);
+//  * the kernel templates, emitted only when the includer defines LOGLIK_CONV3D_ISA (a namespace name),
+//    LOGLIK_CONV3D_VEC_BYTES (16, 32 or 64) and LOGLIK_CONV3D_REGS (16 or 32). conv3d.cpp includes this header
+//    once per instruction set inside `#pragma GCC target` regions; an embedding framework can do the same.
+//    That part has no include guard on purpose and must not include system headers.
+#ifndef LOGLIK_CONV3D_DECLARATIONS_
+#define LOGLIK_CONV3D_DECLARATIONS_
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace loglik::conv3d {
+
+// Sizes of one convolution. Axis order of the 3-arrays: X, Y, E.
+struct Geometry {
+  int64_t n = 1, c = 1, o = 1;  // batch, input channels, output channels
+  int64_t in[3] = {1, 1, 1};    // input spatial sizes
+  int64_t k[3] = {1, 1, 1};     // kernel sizes
+  int64_t stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0}, dil[3] = {1, 1, 1};
+  int64_t out[3] = {1, 1, 1};  // output sizes (filled by finalize())
+
+  // Computes out[]; returns an empty string when the geometry is valid, else the reason it is not.
+  std::string finalize() {
+    if (n < 1 || c < 1 || o < 1) return "batch and channel counts must be positive";
+    for (int a = 0; a < 3; ++a) {
+      if (in[a] < 1 || k[a] < 1) return "input and kernel sizes must be positive";
+      if (stride[a] < 1 || dil[a] < 1) return "stride and dilation must be positive";
+      if (pad[a] < 0) return "padding must be non-negative";
+      const int64_t span = dil[a] * (k[a] - 1) + 1;
+      if (in[a] + 2 * pad[a] < span) return "kernel (with dilation) is larger than the padded input";
+      out[a] = (in[a] + 2 * pad[a] - span) / stride[a] + 1;
+    }
+    return {};
+  }
+};
+
+// isa: "auto" (best the CPU supports), "avx512", "avx2" or "generic". Returns the ISA that ran.
+template <class T>
+std::string forward(const Geometry& g, const T* x, const T* w, const T* bias, T* y, const std::string& isa = "auto");
+template <class T>
+std::string grad_input(const Geometry& g, const T* gy, const T* w, T* gx, const std::string& isa = "auto");
+template <class T>
+std::string grad_weight(const Geometry& g, const T* x, const T* gy, T* gw, const std::string& isa = "auto");
+
+}  // namespace loglik::conv3d
+#endif  // LOGLIK_CONV3D_DECLARATIONS_
+
+#ifdef LOGLIK_CONV3D_ISA
+namespace loglik::conv3d::LOGLIK_CONV3D_ISA {
+
+constexpr int kVecBytes = LOGLIK_CONV3D_VEC_BYTES;
+constexpr int kRegs = LOGLIK_CONV3D_REGS;
+
+template <class T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(kVecBytes)));
+  static constexpr int lanes = kVecBytes / static_cast<int>(sizeof(T));
+};
+
+template <class V, class T>
+inline __attribute__((always_inline)) V vload(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <class V, class T>
+inline __attribute__((always_inline)) void vstore(T* p, const V& v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
+
+template <class V, class T>
+inline __attribute__((always_inline)) V vbroadcast(T s) {
+  V v;
+#pragma GCC unroll 16
+  for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) v[i] = s;
+  return v;
+}
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Zero-initialised, 64-byte aligned scratch buffer (rows of whole vectors then start on a cache line).
+template <class T>
+struct Buffer {
+  explicit Buffer(int64_t n)
+      : size(n),
+        ptr(static_cast<T*>(std::aligned_alloc(64, static_cast<size_t>(round_up(std::max<int64_t>(n, 1) *
+                                                                                    static_cast<int64_t>(sizeof(T)),
+                                                                                64))))) {
+    if (!ptr) throw std::bad_alloc();
+    std::memset(ptr, 0, static_cast<size_t>(n) * sizeof(T));
+  }
+  ~Buffer() { std::free(ptr); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  T* data() { return ptr; }
+  const T* data() const { return ptr; }
+  int64_t size;
+  T* ptr;
+};
+
+// Register blocking of the forward / grad_input engine: CB output channels x EV vectors along E.
+constexpr int ev_for(int cb) {
+  return kRegs >= 32 ? (cb == 8 ? 3 : cb == 4 ? 6 : 8) : (cb == 8 ? 1 : cb == 4 ? 2 : cb == 2 ? 4 : 6);
+}
+constexpr int kMaxEV = 8;
+
+// out[cb][e0 : e0 + EV*L] = init[cb] + sum_rows sum_taps w * in, for one (row position, channel block, E-block).
+// rowp[r] + toff[t] + e0 is the first input sample of tap t of row r; wrow[r] + twoff[t] holds CB weights.
+// Outputs are written to outp[cb] + i * ostride for i < valid (the E-block may be cut by the row end).
+template <class T, int CB, int EV>
+void engine_block(int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps, const int64_t* toff,
+                  const int64_t* twoff, const T* init, int64_t e0, T* const* outp, int64_t ostride, int64_t valid) {
+  using V = typename VecOf<T>::type;
+  constexpr int L = VecOf<T>::lanes;
+  V acc[CB][EV];
+#pragma GCC unroll 8
+  for (int j = 0; j < CB; ++j) {
+    const V b = vbroadcast<V>(init ? init[j] : T(0));
+#pragma GCC unroll 8
+    for (int v = 0; v < EV; ++v) acc[j][v] = b;
+  }
+  for (int64_t r = 0; r < nrows; ++r) {
+    const T* base = rowp[r] + e0;
+    const T* wb = wrow[r];
+    for (int t = 0; t < ntaps; ++t) {
+      const T* p = base + toff[t];
+      const T* wt = wb + twoff[t];
+      V in[EV];
+#pragma GCC unroll 8
+      for (int v = 0; v < EV; ++v) in[v] = vload<V>(p + v * L);
+#pragma GCC unroll 8
+      for (int j = 0; j < CB; ++j) {
+        const V b = vbroadcast<V>(wt[j]);
+#pragma GCC unroll 8
+        for (int v = 0; v < EV; ++v) acc[j][v] += in[v] * b;
+      }
+    }
+  }
+  if (ostride == 1 && valid == EV * L) {
+    for (int j = 0; j < CB; ++j)
+#pragma GCC unroll 8
+      for (int v = 0; v < EV; ++v) vstore(outp[j] + v * L, acc[j][v]);
+    return;
+  }
+  T tmp[EV * L];
+  for (int j = 0; j < CB; ++j) {
+    for (int v = 0; v < EV; ++v) vstore(tmp + v * L, acc[j][v]);
+    T* o = outp[j];
+    for (int64_t i = 0; i < valid; ++i) o[i * ostride] = tmp[i];
+  }
+}
+
+// Runs engine_block over all E-blocks of one row position for a channel block of width cb.
+template <class T, int CB>
+void engine_row(int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps, const int64_t* toff,
+                const int64_t* twoff, const T* init, int64_t count, T* const* outp, int64_t ostride) {
+  constexpr int EV = ev_for(CB);
+  constexpr int64_t EB = EV * VecOf<T>::lanes;
+  T* op[CB];
+  for (int64_t e0 = 0; e0 < count; e0 += EB) {
+    for (int j = 0; j < CB; ++j) op[j] = outp[j] + e0 * ostride;
+    engine_block<T, CB, EV>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, op, ostride,
+                            std::min<int64_t>(EB, count - e0));
+  }
+}
+
+template <class T>
+void engine_dispatch(int cb, int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps,
+                     const int64_t* toff, const int64_t* twoff, const T* init, int64_t count, T* const* outp,
+                     int64_t ostride) {
+  switch (cb) {
+    case 8:
+      engine_row<T, 8>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      break;
+    case 4:
+      engine_row<T, 4>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      break;
+    case 2:
+      engine_row<T, 2>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      break;
+    default:
+      engine_row<T, 1>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      break;
+  }
+}
+
+// Channel blocks: as many blocks of 8 as fit, then 4, 2, 1. Returns (start, width) pairs.
+inline std::vector<std::pair<int64_t, int>> channel_blocks(int64_t n) {
+  std::vector<std::pair<int64_t, int>> out;
+  int64_t s = 0;
+  for (int w : {8, 4, 2, 1})
+    while (n - s >= w) {
+      out.emplace_back(s, w);
+      s += w;
+    }
+  return out;
+}
+
+// Phase-split, zero-padded copy of x (N, C, X, Y, E): row (n, c, x, y) becomes stride_e phases of length lp,
+// phase r index q holding the padded sample j = q * stride_e + r (sample e = j - pad_e of x, zero outside).
+template <class T>
+std::unique_ptr<Buffer<T>> phase_split(const Geometry& g, const T* x, int64_t lp) {
+  const int64_t rows = g.n * g.c * g.in[0] * g.in[1], E = g.in[2], se = g.stride[2], pe = g.pad[2];
+  auto out = std::make_unique<Buffer<T>>(rows * se * lp);
+  T* buf = out->data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* src = x + r * E;
+    T* dst = buf + r * se * lp;
+    if (se == 1) {
+      std::memcpy(dst + pe, src, static_cast<size_t>(E) * sizeof(T));
+    } else {
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t j = e + pe;
+        dst[(j % se) * lp + j / se] = src[e];
+      }
+    }
+  }
+  return out;
+}
+
+template <class T>
+int64_t fwd_phase_len(const Geometry& g) {
+  constexpr int L = VecOf<T>::lanes;
+  const int64_t maxoff = ((g.k[2] - 1) * g.dil[2]) / g.stride[2];
+  const int64_t need_in = (g.in[2] + 2 * g.pad[2] + g.stride[2] - 1) / g.stride[2];
+  return round_up(std::max(g.out[2] + maxoff + kMaxEV * L, need_in), L);
+}
+
+template <class T>
+void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t N = g.n, C = g.c, O = g.o, X = g.in[0], Y = g.in[1];
+  const int64_t KX = g.k[0], KY = g.k[1], KE = g.k[2], OX = g.out[0], OY = g.out[1], OE = g.out[2];
+  const int64_t se = g.stride[2], de = g.dil[2];
+  const int64_t lp = fwd_phase_len<T>(g), rowlen = se * lp;
+  const auto Pbuf = phase_split(g, x, lp);
+  const T* P = Pbuf->data();
+  const int64_t K = C * KX * KY * KE;
+  const auto blocks = channel_blocks(O);
+  // Weights packed per output-channel block: [block][(c, kx, ky, ke)][j] so the CB broadcasts are contiguous.
+  std::vector<T> wp(static_cast<size_t>(O * K));
+  for (const auto& [o0, cb] : blocks)
+    for (int64_t kk = 0; kk < K; ++kk)
+      for (int j = 0; j < cb; ++j) wp[o0 * K + kk * cb + j] = w[(o0 + j) * K + kk];
+  std::vector<int64_t> toff(KE);
+  for (int64_t k = 0; k < KE; ++k) toff[k] = ((k * de) % se) * lp + (k * de) / se;
+
+#pragma omp parallel
+  {
+    std::vector<const T*> rowp(C * KX * KY), wrow(C * KX * KY);
+    std::vector<int64_t> widx(C * KX * KY), twoff(KE);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t ox = 0; ox < OX; ++ox)
+        for (int64_t oy = 0; oy < OY; ++oy) {
+          // Rows of the receptive field (skipping the zero padding along X and Y).
+          int64_t nr = 0;
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t kx = 0; kx < KX; ++kx) {
+              const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
+              if (xi < 0 || xi >= X) continue;
+              for (int64_t ky = 0; ky < KY; ++ky) {
+                const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
+                if (yi < 0 || yi >= Y) continue;
+                rowp[nr] = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
+                widx[nr] = ((c * KX + kx) * KY + ky) * KE;
+                ++nr;
+              }
+            }
+          for (const auto& [o0, cb] : blocks) {
+            for (int64_t r = 0; r < nr; ++r) wrow[r] = wp.data() + o0 * K + widx[r] * cb;
+            for (int64_t k = 0; k < KE; ++k) twoff[k] = k * cb;
+            T* outp[8];
+            for (int j = 0; j < cb; ++j) outp[j] = y + (((n * O + o0 + j) * OX + ox) * OY + oy) * OE;
+            engine_dispatch<T>(cb, nr, rowp.data(), wrow.data(), static_cast<int>(KE), toff.data(), twoff.data(),
+                               bias ? bias + o0 : nullptr, OE, outp, 1);
+          }
+        }
+  }
+}
+
+template <class T>
+void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
+  constexpr int L = VecOf<T>::lanes;
+  const int64_t N = g.n, C = g.c, O = g.o, X = g.in[0], Y = g.in[1], E = g.in[2];
+  const int64_t KX = g.k[0], KY = g.k[1], KE = g.k[2], OX = g.out[0], OY = g.out[1], OE = g.out[2];
+  const int64_t se = g.stride[2], de = g.dil[2], pe = g.pad[2];
+  const int64_t TL = ((KE - 1) * de) / se;  // left zero padding of the gradient rows
+  const int64_t qmax = (pe + E - 1) / se + 1;
+  const int64_t lg = round_up(TL + std::max(qmax, OE), L) + kMaxEV * L;
+  // Zero-padded copy of gy: row (n, o, x, y) holds gy[e] at TL + e.
+  const int64_t grows = N * O * OX * OY;
+  Buffer<T> G(grows * lg);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < grows; ++r)
+    std::memcpy(G.data() + r * lg + TL, gy + r * OE, static_cast<size_t>(OE) * sizeof(T));
+  const int64_t K = O * KX * KY * KE;
+  const auto blocks = channel_blocks(C);
+  std::vector<T> wt(static_cast<size_t>(C * K));
+  for (const auto& [c0, cb] : blocks)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t kk = 0; kk < KX * KY * KE; ++kk)
+        for (int j = 0; j < cb; ++j) wt[c0 * K + (o * KX * KY * KE + kk) * cb + j] = w[(o * C + c0 + j) * KX * KY * KE + kk];
+  // Taps of each phase r of grad_input: tap k feeds padded position j = e * se + k * de, so j % se == (k*de) % se.
+  std::vector<std::vector<int64_t>> ptaps(se), poff(se);
+  for (int64_t r = 0; r < se; ++r)
+    for (int64_t k = 0; k < KE; ++k)
+      if ((k * de) % se == r) {
+        ptaps[r].push_back(k);
+        poff[r].push_back(TL - (k * de - r) / se);
+      }
+
+#pragma omp parallel
+  {
+    std::vector<const T*> rowp(O * KX * KY), wrow(O * KX * KY);
+    std::vector<int64_t> widx(O * KX * KY), twoff(KE), toff(KE);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t xi = 0; xi < X; ++xi)
+        for (int64_t yi = 0; yi < Y; ++yi) {
+          int64_t nr = 0;
+          for (int64_t o = 0; o < O; ++o)
+            for (int64_t kx = 0; kx < KX; ++kx) {
+              const int64_t xn = xi + g.pad[0] - kx * g.dil[0];
+              if (xn < 0 || xn % g.stride[0] != 0 || xn / g.stride[0] >= OX) continue;
+              for (int64_t ky = 0; ky < KY; ++ky) {
+                const int64_t yn = yi + g.pad[1] - ky * g.dil[1];
+                if (yn < 0 || yn % g.stride[1] != 0 || yn / g.stride[1] >= OY) continue;
+                rowp[nr] = G.data() + (((n * O + o) * OX + xn / g.stride[0]) * OY + yn / g.stride[1]) * lg;
+                widx[nr] = ((o * KX + kx) * KY + ky) * KE;
+                ++nr;
+              }
+            }
+          for (int64_t r = 0; r < se; ++r) {
+            // phase r covers padded positions j = q * se + r with pe <= j < pe + E
+            const int64_t qlo = (pe - r + se - 1) / se, qhi = (pe + E - 1 - r) / se;
+            if (qhi < qlo) continue;
+            const int64_t count = qhi - qlo + 1, ebeg = qlo * se + r - pe;
+            const int nt = static_cast<int>(ptaps[r].size());
+            for (int t = 0; t < nt; ++t) toff[t] = poff[r][t] + qlo;
+            for (const auto& [c0, cb] : blocks) {
+              for (int64_t i = 0; i < nr; ++i) wrow[i] = wt.data() + c0 * K + widx[i] * cb;
+              for (int t = 0; t < nt; ++t) twoff[t] = ptaps[r][t] * cb;
+              T* outp[8];
+              for (int j = 0; j < cb; ++j) outp[j] = gx + (((n * C + c0 + j) * X + xi) * Y + yi) * E + ebeg;
+              engine_dispatch<T>(cb, nt > 0 ? nr : 0, rowp.data(), wrow.data(), nt, toff.data(), twoff.data(),
+                                 nullptr, count, outp, se);
+            }
+          }
+        }
+  }
+}
+
+// grad_weight register block: OB output channels x KT taps, one E-vector at a time over a whole row.
+constexpr int kt_max(int ob) { return kRegs >= 32 ? 6 : (ob == 4 ? 2 : 7); }
+
+template <class T, int OB, int KT>
+void gw_row(const T* const* grow, const T* prow, const int64_t* toff, int64_t nvec, T* acc) {
+  using V = typename VecOf<T>::type;
+  constexpr int L = VecOf<T>::lanes;
+  V a[KT][OB];
+#pragma GCC unroll 8
+  for (int t = 0; t < KT; ++t)
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; ++j) a[t][j] = V{};
+  for (int64_t v = 0; v < nvec; ++v) {
+    V gv[OB];
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; ++j) gv[j] = vload<V>(grow[j] + v * L);
+#pragma GCC unroll 8
+    for (int t = 0; t < KT; ++t) {
+      const V pv = vload<V>(prow + toff[t] + v * L);
+#pragma GCC unroll 8
+      for (int j = 0; j < OB; ++j) a[t][j] += gv[j] * pv;
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < KT; ++t)
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; ++j) {
+      T* dst = acc + (t * OB + j) * L;
+      vstore(dst, vload<V>(dst) + a[t][j]);
+    }
+}
+
+template <class T, int OB>
+void gw_taps(int kt, const T* const* grow, const T* prow, const int64_t* toff, int64_t nvec, T* acc) {
+  switch (kt) {
+    case 7:
+      if constexpr (kt_max(OB) >= 7) return gw_row<T, OB, 7>(grow, prow, toff, nvec, acc);
+      break;
+    case 6:
+      if constexpr (kt_max(OB) >= 6) return gw_row<T, OB, 6>(grow, prow, toff, nvec, acc);
+      break;
+    case 5:
+      if constexpr (kt_max(OB) >= 5) return gw_row<T, OB, 5>(grow, prow, toff, nvec, acc);
+      break;
+    case 4:
+      if constexpr (kt_max(OB) >= 4) return gw_row<T, OB, 4>(grow, prow, toff, nvec, acc);
+      break;
+    case 3:
+      if constexpr (kt_max(OB) >= 3) return gw_row<T, OB, 3>(grow, prow, toff, nvec, acc);
+      break;
+    case 2:
+      return gw_row<T, OB, 2>(grow, prow, toff, nvec, acc);
+    default:
+      return gw_row<T, OB, 1>(grow, prow, toff, nvec, acc);
+  }
+}
+
+template <class T>
+void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
+  constexpr int L = VecOf<T>::lanes;
+  const int64_t N = g.n, C = g.c, O = g.o, X = g.in[0], Y = g.in[1];
+  const int64_t KX = g.k[0], KY = g.k[1], KE = g.k[2], OX = g.out[0], OY = g.out[1], OE = g.out[2];
+  const int64_t se = g.stride[2], de = g.dil[2];
+  const int64_t lp = fwd_phase_len<T>(g), rowlen = se * lp;
+  const auto Pbuf = phase_split(g, x, lp);
+  const T* P = Pbuf->data();
+  const int64_t nvec = (OE + L - 1) / L, lg = nvec * L;
+  const int64_t grows = N * O * OX * OY;
+  Buffer<T> G(grows * lg);  // gy rows zero-padded to whole vectors
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < grows; ++r)
+    std::memcpy(G.data() + r * lg, gy + r * OE, static_cast<size_t>(OE) * sizeof(T));
+  std::vector<int64_t> toff(KE);
+  for (int64_t k = 0; k < KE; ++k) toff[k] = ((k * de) % se) * lp + (k * de) / se;
+
+  std::vector<std::pair<int64_t, int>> oblocks;
+  for (int64_t o = 0; o < O;) {
+    const int w = O - o >= 4 ? 4 : 1;
+    oblocks.emplace_back(o, w);
+    o += w;
+  }
+  const int64_t npos = N * OX * OY;
+  const int64_t nthreads = omp_get_max_threads();
+  const int64_t nb = static_cast<int64_t>(oblocks.size());
+  const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(npos, (2 * nthreads + nb - 1) / nb));
+  const int64_t accsz = C * KX * KY * KE * 4 * L;  // per task: [(c, kx, ky)][ke][j][lane]
+  std::vector<T> acc(static_cast<size_t>(nb * nchunks * accsz), T(0));
+
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t ch = 0; ch < nchunks; ++ch) {
+      const auto [o0, ob] = oblocks[b];
+      T* A = acc.data() + (b * nchunks + ch) * accsz;
+      const int64_t p0 = npos * ch / nchunks, p1 = npos * (ch + 1) / nchunks;
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n = p / (OX * OY), ox = (p / OY) % OX, oy = p % OY;
+        const int64_t ktm0 = kt_max(ob == 4 ? 4 : 1), nchunk_k = (KE + ktm0 - 1) / ktm0;
+        const int64_t ktm = (KE + nchunk_k - 1) / nchunk_k;  // balanced tap chunks: 7 taps -> 4 + 3
+        const T* grow[4];
+        for (int j = 0; j < ob; ++j) grow[j] = G.data() + (((n * O + o0 + j) * OX + ox) * OY + oy) * lg;
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t kx = 0; kx < KX; ++kx) {
+            const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
+            if (xi < 0 || xi >= X) continue;
+            for (int64_t ky = 0; ky < KY; ++ky) {
+              const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
+              if (yi < 0 || yi >= Y) continue;
+              const T* prow = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
+              T* a = A + ((c * KX + kx) * KY + ky) * KE * 4 * L;
+              for (int64_t k0 = 0; k0 < KE; k0 += ktm) {
+                const int kt = static_cast<int>(std::min<int64_t>(ktm, KE - k0));
+                if (ob == 4)
+                  gw_taps<T, 4>(kt, grow, prow, toff.data() + k0, nvec, a + k0 * ob * L);
+                else
+                  gw_taps<T, 1>(kt, grow, prow, toff.data() + k0, nvec, a + k0 * ob * L);
+              }
+            }
+          }
+      }
+    }
+  // Reduce chunks and lanes: gw[o0 + j, c, kx, ky, ke].
+  const int64_t CK = C * KX * KY;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t ck = 0; ck < CK; ++ck) {
+      const auto [o0, ob] = oblocks[b];
+      for (int64_t k = 0; k < KE; ++k)
+        for (int j = 0; j < ob; ++j) {
+          T s = 0;
+          for (int64_t ch = 0; ch < nchunks; ++ch) {
+            const T* a = acc.data() + (b * nchunks + ch) * accsz + ck * KE * 4 * L + (k * ob + j) * L;
+            for (int l = 0; l < L; ++l) s += a[l];
+          }
+          gw[((o0 + j) * CK + ck) * KE + k] = s;
+        }
+    }
+}
+
+}  // namespace loglik::conv3d::LOGLIK_CONV3D_ISA
+#endif  // LOGLIK_CONV3D_ISA
