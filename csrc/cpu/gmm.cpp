@@ -38,20 +38,24 @@ struct Factors {
   std::vector<double> logdet;
 };
 
-// Factor one component. Returns false when the covariance is not (numerically) positive definite.
-template <class T>
-bool factor_component(CovType ct, int p, const T* cov_k, T* chol_k, double& logdet) {
+// Factor one component (always in double: a float32 Cholesky of a nearly singular covariance loses the small
+// eigenvalues, and the factor is only p x p). chol_k receives the factor (full) or the variances (diag/spherical)
+// in T. Returns false when the covariance is not (numerically) positive definite.
+template <class Tin, class T>
+bool factor_component(CovType ct, int p, const Tin* cov_k, T* chol_k, double& logdet) {
   if (ct == CovType::Full) {
-    std::copy(cov_k, cov_k + size_t(p) * p, chol_k);
     for (int j = 0; j < p; ++j)
       if (!(cov_k[size_t(j) * p + j] > 0) || !std::isfinite(double(cov_k[size_t(j) * p + j]))) return false;
-    if (blas::potrf_lower(p, chol_k, p) != 0) return false;
+    std::vector<double> L(cov_k, cov_k + size_t(p) * p);
+    if (blas::potrf_lower(p, L.data(), p) != 0) return false;
     double s = 0;
     for (int j = 0; j < p; ++j) {
-      const double d = chol_k[size_t(j) * p + j];
+      const double d = L[size_t(j) * p + j];
       if (!(d > 0) || !std::isfinite(d)) return false;
       s += std::log(d);
     }
+    for (int a = 0; a < p; ++a)
+      for (int b = 0; b < p; ++b) chol_k[size_t(a) * p + b] = b <= a ? T(L[size_t(a) * p + b]) : T(0);
     logdet = 2 * s;
     return std::isfinite(logdet);
   }
@@ -60,7 +64,7 @@ bool factor_component(CovType ct, int p, const T* cov_k, T* chol_k, double& logd
   for (int j = 0; j < m; ++j) {
     const double v = cov_k[j];
     if (!(v > 0) || !std::isfinite(v)) return false;
-    chol_k[j] = cov_k[j];
+    chol_k[j] = T(v);
     s += std::log(v);
   }
   logdet = ct == CovType::Diag ? s : p * s;
@@ -121,6 +125,16 @@ void estep(i64 n, int p, int K, const T* X, const T* means, const Factors<T>& f,
   }
 }
 
+// A double view of a T array: the array itself when T is double, else a converted copy in store.
+inline const double* as_double(const double* a, size_t, std::vector<double>&) { return a; }
+inline const double* as_double(const float* a, size_t size, std::vector<double>& store) {
+  store.resize(size);
+  const i64 m = i64(size);
+#pragma omp parallel for schedule(static) if (m > kParallelMin)
+  for (i64 i = 0; i < m; ++i) store[i] = a[i];
+  return store.data();
+}
+
 std::uint64_t mix_seed(std::uint64_t seed, int r) {
   std::uint64_t x = seed + std::uint64_t(r + 1) * 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -158,6 +172,7 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
   const double eps = std::numeric_limits<T>::epsilon();
   out.means.assign(size_t(K) * p, T(0));
   out.cov.assign(size_t(K) * cs, T(0));
+  std::vector<double> covd(size_t(K) * cs, 0.0);  // covariances in double; out.cov is their T copy
   out.weights.assign(K, T(1) / T(K));
   out.history.clear();
   std::vector<T> log_prob(size_t(n) * K), log_density(n), buf;
@@ -172,6 +187,17 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
   for (int j = 0; j < p; ++j) scale += global_var[j];
   scale = std::max(scale / p, std::numeric_limits<double>::min());
   const double freeze_below = std::max(1e-6 * double(n) / K, 1e-10);
+  // Diagonal loading of full covariances: max(reg_covar, p eps_T max_j var(x_j)). The second term is the size of
+  // the round-off that a covariance in the data's precision carries (Higham's normwise bound): negligible in float64,
+  // it is what keeps float32 E-steps meaningful on nearly collinear features. Fixed per run, so EM stays monotone.
+  double max_var = 0;
+  for (int j = 0; j < p; ++j) max_var = std::max(max_var, global_var[j]);
+  const double loading = std::max(opt.reg_covar, p * eps * max_var);
+  // The M-step accumulates in double whatever T is: a float32 sum over n points carries an error of about
+  // sqrt(n) eps relative to the largest entry, which swamps the small eigenvalues of a covariance. For T = float
+  // this needs double copies of X (once) and of the responsibilities (each iteration); for T = double they alias.
+  std::vector<double> Xd_store, Rd_store, Md(size_t(K) * p), bufd;
+  const double* Xd = as_double(X, size_t(n) * p, Xd_store);
   double prev = -std::numeric_limits<double>::infinity();
   out.converged = false;
   out.n_iter = 0;
@@ -189,13 +215,13 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
       Nk[k] = 10 * eps;
       for (int t = 0; t < nthreads; ++t) Nk[k] += tl[size_t(t) * std::max(K, p) + k];
     }
-    std::vector<T> new_means(size_t(K) * p);
-    blas::gemm(blas::Trans::T, blas::Trans::N, K, p, int(n), T(1), out.resp.data(), K, X, p, T(0), new_means.data(),
-               p);
+    const double* Rd = as_double(out.resp.data(), size_t(n) * K, Rd_store);
+    std::vector<double> new_means(size_t(K) * p);
+    blas::gemm(blas::Trans::T, blas::Trans::N, K, p, int(n), 1.0, Rd, K, Xd, p, 0.0, new_means.data(), p);
     double wsum = 0;
     for (int k = 0; k < K; ++k) {
       T* mu = out.means.data() + size_t(k) * p;
-      T* ck = out.cov.data() + size_t(k) * cs;
+      double* ck = covd.data() + size_t(k) * cs;
       if (Nk[k] < freeze_below) {
         if (have[k]) {
           // (Near-)empty component: keep its previous mean and covariance (a generalised M-step, so the
@@ -223,13 +249,13 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
             }
           }
           for (int j = 0; j < p; ++j) mu[j] = X[far * p + j];
-          std::fill(ck, ck + cs, T(0));
+          std::fill(ck, ck + cs, 0.0);
           if (ct == CovType::Full)
-            for (int j = 0; j < p; ++j) ck[size_t(j) * p + j] = T(global_var[j] + opt.reg_covar);
+            for (int j = 0; j < p; ++j) ck[size_t(j) * p + j] = global_var[j] + opt.reg_covar;
           else if (ct == CovType::Diag)
-            for (int j = 0; j < p; ++j) ck[j] = T(global_var[j] + opt.reg_covar);
+            for (int j = 0; j < p; ++j) ck[j] = global_var[j] + opt.reg_covar;
           else
-            ck[0] = T(scale + opt.reg_covar);
+            ck[0] = scale + opt.reg_covar;
           have[k] = 1;
           out.n_reseeded += 1;
         }
@@ -237,26 +263,31 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
         wsum += double(out.weights[k]);
         continue;
       }
-      for (int j = 0; j < p; ++j) mu[j] = T(new_means[size_t(k) * p + j] / Nk[k]);
+      double* md = Md.data() + size_t(k) * p;
+      for (int j = 0; j < p; ++j) {
+        md[j] = new_means[size_t(k) * p + j] / Nk[k];
+        mu[j] = T(md[j]);
+      }
       out.weights[k] = T(Nk[k] / double(n));
       wsum += double(out.weights[k]);
       have[k] = 1;
       if (ct == CovType::Full) {
-        buf.resize(size_t(n) * p);
+        bufd.resize(size_t(n) * p);
+        std::vector<double> S(size_t(p) * p);
 #pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
         for (i64 i = 0; i < n; ++i) {
-          const T w = std::sqrt(std::max(out.resp[i * K + k], T(0)));
-          for (int j = 0; j < p; ++j) buf[size_t(i) * p + j] = w * (X[i * p + j] - mu[j]);
+          const double w = std::sqrt(std::max(Rd[i * K + k], 0.0));
+          for (int j = 0; j < p; ++j) bufd[size_t(i) * p + j] = w * (Xd[i * p + j] - md[j]);
         }
-        blas::syrk(blas::Trans::T, p, int(n), T(1), buf.data(), p, T(0), ck, p);
+        blas::syrk(blas::Trans::T, p, int(n), 1.0, bufd.data(), p, 0.0, S.data(), p);
         for (int a = 0; a < p; ++a) {
           for (int b = 0; b <= a; ++b) {
-            const T v = T(ck[size_t(a) * p + b] / Nk[k]);
+            const double v = S[size_t(a) * p + b] / Nk[k];
             ck[size_t(a) * p + b] = v;
             ck[size_t(b) * p + a] = v;
           }
-          ck[size_t(a) * p + a] += T(opt.reg_covar);
         }
+        for (int a = 0; a < p; ++a) ck[size_t(a) * p + a] += loading;
       } else {
         std::fill(tl.begin(), tl.end(), 0.0);
 #pragma omp parallel if (std::int64_t(n) * p > kParallelMin)
@@ -264,9 +295,9 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
           double* loc = tl.data() + size_t(omp_get_thread_num()) * std::max(K, p);
 #pragma omp for schedule(static)
           for (i64 i = 0; i < n; ++i) {
-            const double r = out.resp[i * K + k];
+            const double r = Rd[i * K + k];
             for (int j = 0; j < p; ++j) {
-              const double d = double(X[i * p + j]) - mu[j];
+              const double d = Xd[i * p + j] - md[j];
               loc[j] += r * d * d;
             }
           }
@@ -276,34 +307,35 @@ void em_run(i64 n, int p, int K, const T* X, const EMOptions& opt, const std::ve
           double v = 0;
           for (int t = 0; t < nthreads; ++t) v += tl[size_t(t) * std::max(K, p) + j];
           v /= Nk[k];
-          if (ct == CovType::Diag) ck[j] = T(v + opt.reg_covar);
+          if (ct == CovType::Diag) ck[j] = v + opt.reg_covar;
           tot += v;
         }
-        if (ct == CovType::Spherical) ck[0] = T(tot / p + opt.reg_covar);
+        if (ct == CovType::Spherical) ck[0] = tot / p + opt.reg_covar;
       }
     }
     for (int k = 0; k < K; ++k) out.weights[k] = T(double(out.weights[k]) / wsum);
     // ---- factor, with extra diagonal loading only when reg_covar is not enough (float32, duplicate points) --
     const size_t fs = factor_stride<T>(ct, p);
     for (int k = 0; k < K; ++k) {
-      T* ck = out.cov.data() + size_t(k) * cs;
+      double* ck = covd.data() + size_t(k) * cs;
       int attempt = 0;
-      while (!factor_component<T>(ct, p, ck, f.chol.data() + size_t(k) * fs, f.logdet[k])) {
+      while (!factor_component<double, T>(ct, p, ck, f.chol.data() + size_t(k) * fs, f.logdet[k])) {
         if (attempt >= 30) throw std::runtime_error("gmm_em: a covariance could not be made positive definite");
         const double jitter = std::max(opt.reg_covar, 10 * eps * scale) * std::pow(10.0, attempt);
         if (ct == CovType::Full) {
           for (int j = 0; j < p; ++j) {
-            T& d = ck[size_t(j) * p + j];
-            d = T(std::max(double(d), 0.0) + jitter);
+            double& d = ck[size_t(j) * p + j];
+            d = std::max(d, 0.0) + jitter;
           }
         } else {
           const int m = ct == CovType::Diag ? p : 1;
-          for (int j = 0; j < m; ++j) ck[j] = T(std::max(double(ck[j]), 0.0) + jitter);
+          for (int j = 0; j < m; ++j) ck[j] = std::max(ck[j], 0.0) + jitter;
         }
         out.n_jitter += 1;
         ++attempt;
       }
     }
+    for (size_t q = 0; q < covd.size(); ++q) out.cov[q] = T(covd[q]);
     // ---- E-step -------------------------------------------------------------------------------------------
     estep<T>(n, p, K, X, out.means.data(), f, out.weights.data(), ct, log_prob.data(), log_density.data(),
              out.resp.data(), buf);
@@ -342,7 +374,7 @@ void gmm_logpdf(std::int64_t n, int p, int K, const T* X, const T* means, const 
   f.chol.assign(size_t(K) * fs, T(0));
   f.logdet.assign(K, 0.0);
   for (int k = 0; k < K; ++k)
-    if (!factor_component<T>(ct, p, cov + size_t(k) * cs, f.chol.data() + size_t(k) * fs, f.logdet[k]))
+    if (!factor_component<T, T>(ct, p, cov + size_t(k) * cs, f.chol.data() + size_t(k) * fs, f.logdet[k]))
       throw NotPositiveDefinite(k);
   std::vector<T> buf;
   estep<T>(n, p, K, X, means, f, weights, ct, log_prob, log_density, resp, buf);

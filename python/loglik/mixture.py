@@ -14,9 +14,13 @@ Degenerate data is handled, never returned as NaN:
   per-feature variances as covariance; a component whose total responsibility later falls below ``1e-6 n / K``
   keeps its previous mean and covariance (a generalised M-step: the log-likelihood still never decreases) and a
   tiny weight;
-* every EM covariance gets ``reg_covar`` on its diagonal; when that is not enough for a Cholesky factor (constant
-  columns, duplicate points, float32 round-off) extra diagonal loading of ``max(reg_covar, 10 eps s) 10^j``
-  (``s`` the mean feature variance) is added, counted in ``info["n_jitter"]``.
+* every EM variance gets ``reg_covar`` added; full covariances get ``max(reg_covar, p eps max_j var(x_j))`` on
+  their diagonal, where ``eps`` is the machine epsilon of X's dtype: that floor is the round-off a covariance
+  carries in that precision (negligible in float64; in float32 it keeps nearly collinear features from producing
+  meaningless E-steps). M-steps accumulate and Cholesky factors are computed in float64 for either dtype. When
+  that is still not enough for a Cholesky factor (e.g. ``reg_covar=0`` with a constant column), extra diagonal
+  loading of ``max(reg_covar, 10 eps s) 10^j`` (``s`` the mean feature variance, j = 0, 1, ...) is added, counted
+  in ``info["n_jitter"]``.
 """
 
 from __future__ import annotations

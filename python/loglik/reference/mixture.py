@@ -137,7 +137,12 @@ def _logpdf_components(X: Any, means: Any, covariances: Any, weights: Any, covar
     else:
         maha = (diff**2).sum(-1) / covariances[None]
         logdet = p * log(covariances)
-    return log(weights)[None] - 0.5 * (p * math.log(2 * math.pi) + logdet[None] + maha)
+    if torch_mode:
+        log_w = log(weights)
+    else:
+        with np.errstate(divide="ignore"):  # a zero weight is allowed: log 0 = -inf drops the component
+            log_w = log(weights)
+    return log_w[None] - 0.5 * (p * math.log(2 * math.pi) + logdet[None] + maha)
 
 
 def gmm_logpdf(
@@ -180,12 +185,16 @@ def gmm_em(
     "kmeans++", "random" or a (K, p) array of initial means. Returns loglik.MixtureResult."""
     from ..mixture import MixtureResult
 
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
+    # the round-off floor of the full-covariance loading uses the precision of the input, as the kernel does
+    eps_in = np.finfo(X.dtype if X.dtype == np.float32 else np.float64).eps
+    X = X.astype(np.float64)
     n, p = X.shape
     K = int(n_clusters)
     rng = _seed_rng(seed)
     eps = np.finfo(np.float64).eps
     freeze_below = max(1e-6 * n / K, 1e-10)
+    loading = max(reg_covar, p * eps_in * X.var(0).max())  # full covariances: see loglik.mixture's docstring
     best = None
     runs = 1 if not isinstance(init, str) else n_init
     for _ in range(runs):
@@ -222,7 +231,8 @@ def gmm_em(
                 d = X - means[k]
                 have[k] = True
                 if covariance == "full":
-                    covs[k] = (resp[:, k, None] * d).T @ d / Nk[k] + reg_covar * np.eye(p)
+                    S = (resp[:, k, None] * d).T @ d / Nk[k]
+                    covs[k] = S + loading * np.eye(p)
                 elif covariance == "diag":
                     covs[k] = resp[:, k] @ (d**2) / Nk[k] + reg_covar
                 else:
