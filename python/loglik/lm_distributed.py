@@ -25,7 +25,7 @@ from ._checks import check_choice
 
 __all__ = ["linear_logprobs_vocab_parallel", "linear_cross_entropy_vocab_parallel"]
 
-_DEFAULT_CHUNK = 1024
+_DEFAULT_CHUNK = 512
 _DEFAULT_VOCAB_CHUNK = 4096
 
 
@@ -41,18 +41,21 @@ def _acc_dtype(dtype: Any) -> Any:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunk_logits(h: Any, w: Any, b: Any, inv_t: Any, softcap: float | None, acc: Any) -> tuple[Any, Any]:
-    """(y, z) for one [rows, vocab] chunk: y = softcap(h w^T + b) (pre-temperature), z = y * inv_t."""
+def _chunk_logits(
+    h: Any, w: Any, b: Any, inv_t: Any, softcap: float | None, acc: Any, keep_y: bool = False
+) -> tuple[Any, Any]:
+    """(y, z) for one [rows, vocab] chunk: y = softcap(h w^T + b) (pre-temperature), z = y * inv_t.
+
+    Works in place on the one GEMM output; y is None unless keep_y (the softcap backward needs it).
+    """
     y = h.to(acc) @ w.to(acc).T
     if b is not None:
-        y = y + b.to(acc)
+        y.add_(b.to(acc))
     if softcap is not None:
-        y = softcap * torch_tanh(y / softcap)
-    return y, y * inv_t[:, None]
-
-
-def torch_tanh(x: Any) -> Any:
-    return _backend.torch().tanh(x)
+        y.div_(softcap).tanh_().mul_(softcap)
+    if keep_y:
+        return y, y * inv_t[:, None]
+    return None, y.mul_(inv_t[:, None])
 
 
 def _all_reduce(x: Any, op: Any, group: Any) -> Any:
@@ -78,20 +81,22 @@ def _local_stats(
         for c0 in range(0, v_r, vchunk):
             c1 = min(v_r, c0 + vchunk)
             _, z = _chunk_logits(h, weight[c0:c1], None if bias is None else bias[c0:c1], inv_t[r0:r1], softcap, acc)
-            m_new = torch.maximum(mc, z.max(dim=1).values)
-            zc = z - m_new[:, None]
-            p = torch.exp(zc)
-            alpha = torch.exp(mc - m_new)
-            rescaled = torch.where(sc > 0, alpha * (ac + (mc - m_new) * sc), torch.zeros_like(ac))
-            ac.copy_(rescaled + (p * zc).sum(dim=1))
-            sc.copy_(alpha * sc + p.sum(dim=1))
-            mc.copy_(m_new)
             zsum[r0:r1] += z.sum(dim=1)
             t = local_t[r0:r1]
             hit = (t >= c0) & (t < c1)
             if bool(hit.any()):
                 idx = torch.where(hit, t - c0, torch.zeros_like(t))
                 tz[r0:r1] += torch.where(hit, z.gather(1, idx[:, None])[:, 0], torch.zeros_like(mc))
+            m_new = torch.maximum(mc, z.max(dim=1).values)
+            zc = z.sub_(m_new[:, None])  # in place: two [rows, vocab] temporaries per chunk in all
+            p = torch.exp(zc)
+            s_tile = p.sum(dim=1)
+            a_tile = p.mul_(zc).sum(dim=1)
+            alpha = torch.exp(mc - m_new)
+            rescaled = torch.where(sc > 0, alpha * (ac + (mc - m_new) * sc), torch.zeros_like(ac))
+            ac.copy_(rescaled + a_tile)
+            sc.copy_(alpha * sc + s_tile)
+            mc.copy_(m_new)
     return m, s, a, tz, zsum
 
 
@@ -207,20 +212,21 @@ def _vocab_parallel_fn() -> Any:
                     c1 = min(v_r, c0 + vchunk)
                     w = weight[c0:c1].to(acc)
                     b = None if bias is None else bias[c0:c1]
-                    y, z = _chunk_logits(h, w, b, inv_t[r0:r1], ctx.softcap, acc)
-                    logp = z - lse[r0:r1, None]
+                    y, z = _chunk_logits(h, w, b, inv_t[r0:r1], ctx.softcap, acc, keep_y=ctx.softcap is not None)
+                    logp = z.sub_(lse[r0:r1, None])
                     p = torch.exp(logp)
-                    dz = -p * (g_lp[r0:r1] - g_lse[r0:r1])[:, None]
-                    dz -= g_ent[r0:r1, None] * p * (logp + entropy[r0:r1, None])
-                    dz += (g_zm[r0:r1] / ctx.v_total)[:, None]
+                    # dz = p * (-(g_lp - g_lse) - g_ent (log p + H)) + g_zm / V, built in place
+                    coef = logp.add_(entropy[r0:r1, None]).mul_(-g_ent[r0:r1, None])
+                    coef.sub_((g_lp[r0:r1] - g_lse[r0:r1])[:, None])
+                    dz = p.mul_(coef).add_((g_zm[r0:r1] / ctx.v_total)[:, None])
                     t = local_t[r0:r1]
                     hit = (t >= c0) & (t < c1)
                     if bool(hit.any()):
                         rows = torch.nonzero(hit)[:, 0]
                         dz[rows, t[rows] - c0] += g_lp[r0:r1][rows]
-                    dx = dz * inv_t[r0:r1, None]
+                    dx = dz.mul_(inv_t[r0:r1, None])
                     if ctx.softcap is not None:
-                        dx = dx * (1.0 - (y / ctx.softcap) ** 2)
+                        dx.mul_(y.div_(ctx.softcap).square_().neg_().add_(1.0))
                     if need_h:
                         grad_h[r0:r1] += dx @ w
                     if grad_w is not None:
@@ -410,7 +416,7 @@ def linear_logprobs_vocab_parallel(
         return_entropy: also return the per-token entropy.
         return_lse: also return the per-token log-sum-exp.
         chunk_size, vocab_chunk_size: rows x vocabulary entries reduced at once (peak extra memory
-            O(chunk_size * vocab_chunk_size)); defaults 1024 x 4096. Used by the torch path only.
+            O(chunk_size * vocab_chunk_size)); defaults 512 x 4096. Used by the torch path only.
         impl: "auto" (the fused Triton kernels of :mod:`loglik.kernels.lm` for CUDA tensors when Triton is
             installed, else chunked torch matmuls), "torch" or "triton" (CPU tensors need TRITON_INTERPRET=1).
 
