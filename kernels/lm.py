@@ -52,8 +52,10 @@ Backward: a deterministic two-pass split (no contended atomics): pass A (grid ov
 tiles, forms the logit gradient ``dz`` in registers and accumulates ``grad_hidden[rows] += dz @ W_tile``; pass B
 (grid over vocab tiles) recomputes them again and accumulates ``grad_weight[cols] += dz^T @ h`` and
 ``grad_bias[cols] += sum_rows dz``. Each output element is owned by exactly one program, which adds into a float32
-buffer with ``tl.atomic_add`` (used only for memory coherence, so the result is bit-for-bit reproducible). Cost: 4
-N*V*D multiply-adds instead of the 3 of a single pass with contended atomics; buffers: float32 [N, D] and [V, D].
+buffer with relaxed ``tl.atomic_add`` (used only for memory coherence, so the result is bit-for-bit reproducible).
+Cost: 4 N*V*D multiply-adds instead of the 3 of a single pass with contended atomics; buffers: float32 [N, D] and
+[V, D]. With ``deterministic=False`` pass A is also split over the vocabulary (more programs when N is small), and
+those programs share grad_hidden rows through contended atomics.
 
 Precision: products accumulate in float32. float32 inputs use IEEE float32 dots unless ``allow_tf32`` (default:
 ``torch.backends.cuda.matmul.allow_tf32``, i.e. the same choice torch's own matmul makes). bfloat16/float16 inputs use
@@ -269,6 +271,7 @@ def _linear_bwd_hidden_kernel(
     s_wd,
     inv_temp,
     softcap,
+    tiles_per_split,
     HAS_BIAS: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
     TEMP_PER_ROW: tl.constexpr,
@@ -279,6 +282,7 @@ def _linear_bwd_hidden_kernel(
     BLOCK_D: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     rows64 = rows.to(tl.int64)
@@ -289,8 +293,9 @@ def _linear_bwd_hidden_kernel(
     g_lp = tl.load(G_LP + rows, mask=row_mask, other=0.0)
     g_ent = tl.load(G_ENT + rows, mask=row_mask, other=0.0)
     g_lse = tl.load(G_LSE + rows, mask=row_mask, other=0.0)
-    for v0 in range(0, V, BLOCK_V):
-        cols = v0 + tl.arange(0, BLOCK_V)
+    v_begin = pid_s * tiles_per_split * BLOCK_V
+    for tile in range(0, tiles_per_split):
+        cols = v_begin + tile * BLOCK_V + tl.arange(0, BLOCK_V)
         col_mask = cols < V
         cols64 = cols.to(tl.int64)
         y = _head_tile(
@@ -716,6 +721,8 @@ def linear_logprobs_bwd(
     grad_lse: Any = None,
     needs_hidden_grad: bool = True,
     needs_weight_grad: bool = True,
+    deterministic: bool = True,
+    hidden_splits: int | None = None,
     block_n: int | None = None,
     block_v: int | None = None,
     block_d: int | None = None,
@@ -732,6 +739,12 @@ def linear_logprobs_bwd(
         entropy: [N] the forward's entropy; recomputed (one extra forward) when grad_entropy is given without it.
         grad_lse: optional [N] upstream gradient of lse (e.g. a z-loss).
         needs_hidden_grad, needs_weight_grad: skip pass A / pass B when False (returns None there).
+        deterministic: True (default): every grad_hidden element is owned by one program, bit-for-bit
+            reproducible. False: pass A also splits the vocabulary (``hidden_splits`` programs per row block,
+            default: enough to fill the GPU) and those programs add into grad_hidden with contended float32 atomics,
+            so the summation order (and the last bits) may change from run to run. Use it when N / block_n is
+            small compared with the number of SMs.
+        hidden_splits: vocabulary splits of pass A when not deterministic.
         block_n, block_v, block_d, allow_tf32, num_warps: tuning knobs as in the forward.
 
     Returns:
@@ -786,7 +799,16 @@ def linear_logprobs_bwd(
     if needs_hidden_grad:
         gh = torch.zeros((n, d), device=device, dtype=torch.float32)
         if n > 0:
-            _linear_bwd_hidden_kernel[(triton.cdiv(n, bn),)](*common, gh, n, v, d, *strides, inv_temp, cap, **consts)
+            row_blocks, n_tiles = triton.cdiv(n, bn), triton.cdiv(v, bv)
+            splits = 1
+            if not deterministic:
+                splits = _default_splits(device, row_blocks, n_tiles) if hidden_splits is None else int(hidden_splits)
+                splits = max(1, min(splits, n_tiles))
+            tiles_per_split = triton.cdiv(n_tiles, splits)
+            splits = triton.cdiv(n_tiles, tiles_per_split)
+            _linear_bwd_hidden_kernel[(row_blocks, splits)](
+                *common, gh, n, v, d, *strides, inv_temp, cap, tiles_per_split, **consts
+            )
         grad_hidden = gh.to(hidden.dtype)
     if needs_weight_grad:
         gw = torch.zeros((v, d), device=device, dtype=torch.float32)
