@@ -35,8 +35,17 @@ def _kernel_temperature(temperature: Any, temperature_scalar: float) -> Any:
     return float(temperature_scalar) if temperature is None else temperature
 
 
+_OPS: dict[str, Any] | None = None
+
+
+def _get_ops() -> dict[str, Any]:
+    """The registered ops; a global read once registered, so torch.compile never traces the registration."""
+    return _OPS if _OPS is not None else _ops()
+
+
 @functools.cache
 def _ops() -> Any:
+    global _OPS
     torch = _backend.torch()
     from . import lm
     from .reference import lm as ref
@@ -126,8 +135,9 @@ def _ops() -> Any:
             x = h64 @ w64.t() + (0.0 if bias is None else bias.to(torch.float64))
             coef = lm._logprob_coef(g_lp.double(), g_ent.double(), g_lse.double(), g_meanz.double(), v, valid)
             inv = _temp(temperature, temperature_scalar)
-            dx = lm._chunk_grad_torch(x, targets, lse.double(), (lse - entropy).double(), coef, vocab_start=0,
-                                      ignore_index=ignore_index, inv_temp=inv, softcap=cap, transformed=False)  # fmt: skip
+            ez = (lse - entropy).double()
+            dx = lm._chunk_grad_torch(x, targets, lse.double(), ez, coef, vocab_start=0, ignore_index=ignore_index,
+                                      inv_temp=inv, softcap=cap, transformed=False)  # fmt: skip
             gh, gw, gb = dx @ w64, dx.t() @ h64, dx.sum(0)
         else:
             cdt = lm._compute_dtype(hidden.dtype)
@@ -233,18 +243,21 @@ def _ops() -> Any:
         ctx.grads = [None if g.numel() == 0 and g.ndim == 1 else g.detach() for g in output[2:]]
         bias = inputs[3]
         ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[3])
+        # Inputs are kept (references, no copies) for a second backward (retain_graph=True, gradcheck), which then
+        # recomputes the gradients.
+        ctx.save_for_backward(*inputs[:6])
+        ctx.settings = inputs[6:13]
 
     def _ce_backward(ctx, g_loss, _g_lse, _gh, _gw, _gb):
         grads = ctx.grads
-        if grads is None:
-            raise RuntimeError(
-                "linear_cross_entropy (mean/sum) computes its gradients during the forward pass; its backward can "
-                "run only once per forward (use reduction='none' and reduce yourself to backward twice)"
-            )
+        if grads is None:  # a second backward of the same graph: recompute (the first one handed its buffers over)
+            saved = ctx.saved_tensors
+            _, _, gh, gw, gb = linear_cross_entropy_fused(*saved, *ctx.settings, *ctx.needs)
+            grads = [None if g.numel() == 0 and g.ndim == 1 else g for g in (gh, gw, gb)]
         ctx.grads = None
         compiling = lm._compiling(torch)
         result = []
-        for need, g in zip(ctx.needs, grads):
+        for need, g in zip(ctx.needs, grads, strict=True):
             if not need or g is None:
                 result.append(None)
             elif compiling:
@@ -333,9 +346,11 @@ def _ops() -> Any:
             valid = targets != ignore_index
             z0 = torch.zeros_like(lse, dtype=torch.float64)
             coef = lm._logprob_coef(g_lp.double(), g_ent.double(), g_lse.double(), z0, logits.shape[1], valid)
-            gx = lm._chunk_grad_torch(logits.double(), targets, lse.double(), (lse - entropy).double(), coef,
-                                      vocab_start=0, ignore_index=ignore_index,
-                                      inv_temp=_temp(temperature, temperature_scalar), softcap=cap, transformed=False)  # fmt: skip
+            inv = _temp(temperature, temperature_scalar)
+            ez = (lse - entropy).double()
+            x64 = logits.double()
+            gx = lm._chunk_grad_torch(x64, targets, lse.double(), ez, coef, vocab_start=0, ignore_index=ignore_index,
+                                      inv_temp=inv, softcap=cap, transformed=False)  # fmt: skip
             return gx.to(logits.dtype)
         n, v = logits.shape
         cdt = lm._compute_dtype(logits.dtype)
@@ -377,11 +392,12 @@ def _ops() -> Any:
 
     logprobs_from_logits.register_autograd(_lf_backward, setup_context=_lf_setup)
 
-    return {
+    _OPS = {
         "linear_logprobs": linear_logprobs,
         "linear_cross_entropy_fused": linear_cross_entropy_fused,
         "logprobs_from_logits": logprobs_from_logits,
     }
+    return _OPS
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -391,7 +407,7 @@ def _ops() -> Any:
 def linear_logprobs_op(p: dict[str, Any], *, need_entropy: bool, need_meanz: bool = False) -> tuple[Any, ...]:
     """(logprobs, entropy, lse, mean_logit) per flattened token."""
     temp_rows, ts = _temp_arg(p)
-    return _ops()["linear_logprobs"](
+    return _get_ops()["linear_logprobs"](
         p["h2"], p["weight"], p["t1"], p["bias"], temp_rows, ts, float(p["softcap"] or 0.0), p["ignore_index"],
         int(p["chunk_size"] or 0), p["impl"], bool(need_entropy),
     )  # fmt: skip
@@ -399,7 +415,9 @@ def linear_logprobs_op(p: dict[str, Any], *, need_entropy: bool, need_meanz: boo
 
 def cross_entropy_fused_op(p: dict[str, Any], weights: Any, reduction: str, eps: float, z_loss: float) -> tuple:
     """(loss, lse) for reduction mean/sum on the CPU path, gradients computed in the forward when needed."""
-    torch = _backend.torch()
+    from .lm import _torch
+
+    torch = _torch()
     temp_rows, ts = _temp_arg(p)
     grad_on = torch.is_grad_enabled()
     bias = p["bias"]
@@ -408,7 +426,7 @@ def cross_entropy_fused_op(p: dict[str, Any], weights: Any, reduction: str, eps:
         grad_on and p["weight"].requires_grad,
         grad_on and bias is not None and bias.requires_grad,
     )
-    loss, lse, *_ = _ops()["linear_cross_entropy_fused"](
+    loss, lse, *_ = _get_ops()["linear_cross_entropy_fused"](
         p["h2"], p["weight"], p["t1"], bias, weights, temp_rows, ts, float(p["softcap"] or 0.0), p["ignore_index"],
         float(eps), float(z_loss), reduction, int(p["chunk_size"] or 0), *needs,
     )  # fmt: skip
@@ -417,7 +435,7 @@ def cross_entropy_fused_op(p: dict[str, Any], weights: Any, reduction: str, eps:
 
 def logits_logprobs_op(p: dict[str, Any], logits2d: Any, *, need_entropy: bool) -> tuple[Any, ...]:
     temp_rows, ts = _temp_arg(p)
-    return _ops()["logprobs_from_logits"](
+    return _get_ops()["logprobs_from_logits"](
         logits2d, p["t1"], temp_rows, ts, float(p["softcap"] or 0.0), p["ignore_index"], int(p["chunk_size"] or 0),
         p["impl"], bool(need_entropy),
     )  # fmt: skip

@@ -36,7 +36,9 @@ Internal per-chunk helpers (shared with the vocabulary-parallel code, documented
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,18 @@ from . import _backend
 from ._checks import check_choice
 
 __all__ = ["linear_logprobs", "linear_cross_entropy", "logprobs_from_logits", "sequence_logprobs"]
+
+# torch, cached on first use as a plain module global (torch.compile traces a global read, not an import). When torch
+# is already imported by the time loglik is, pick it up now (this imports nothing).
+_TORCH: Any = sys.modules.get("torch")
+
+
+def _torch() -> Any:
+    global _TORCH
+    if _TORCH is None:
+        _TORCH = _backend.torch()
+    return _TORCH
+
 
 # Default size of the one logits buffer a CPU chunk uses (bytes); rows = this / (4 * V), at least 8.
 _CHUNK_BYTES = 128 * 2**20
@@ -56,7 +70,7 @@ _IMPLS = ("auto", "cpu", "triton", "reference")
 
 
 def _compute_dtype(dtype: Any) -> Any:
-    torch = _backend.torch()
+    torch = _torch()
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -66,7 +80,7 @@ def _np(t: Any) -> np.ndarray:
 
 
 def _use_c(t: Any) -> bool:
-    torch = _backend.torch()
+    torch = _torch()
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and _backend.has_compiled()
 
 
@@ -78,7 +92,7 @@ def _inv_temp_args(inv_temp: Any, dtype: Any) -> tuple[Any, float]:
 
 
 def _transform_torch(x: Any, inv_temp: Any, softcap: float | None) -> Any:
-    torch = _backend.torch()
+    torch = _torch()
     z = x if softcap is None else softcap * torch.tanh(x / softcap)
     if isinstance(inv_temp, numbers.Real):
         return z * inv_temp if inv_temp != 1.0 else z
@@ -113,7 +127,7 @@ def _chunk_stats(
         [rows, 5] in the compute dtype (float32, float64 for float64): max m, s = sum exp(z - m), target logit (0
         when the target is outside the slice), sum_j z_j, sum exp(z - m) (z - m).
     """
-    torch = _backend.torch()
+    torch = _torch()
     rows = logits.shape[0]
     cdt = _compute_dtype(logits.dtype)
     if _use_c(logits) and logits.is_contiguous():
@@ -143,7 +157,7 @@ def _chunk_stats(
 
 def _combine_stats(a: Any, b: Any) -> Any:
     """Merge the statistics of two vocabulary slices of the same rows (exact, associative)."""
-    torch = _backend.torch()
+    torch = _torch()
     m = torch.maximum(a[:, 0], b[:, 0])
     ea, eb = torch.exp(a[:, 0] - m), torch.exp(b[:, 0] - m)
     s = a[:, 1] * ea + b[:, 1] * eb
@@ -153,7 +167,7 @@ def _combine_stats(a: Any, b: Any) -> Any:
 
 def _finalize_stats(stats: Any) -> tuple[Any, Any, Any]:
     """(lse, E_p[z], target logit) per row from merged statistics."""
-    torch = _backend.torch()
+    torch = _torch()
     lse = stats[:, 0] + torch.log(stats[:, 1])
     ez = stats[:, 0] + stats[:, 4] / stats[:, 1]
     return lse, ez, stats[:, 2]
@@ -163,7 +177,7 @@ def _ce_coef(
     weights: Any, scale: Any, label_smoothing: float, z_loss: float, vocab_size: int, valid: Any, dtype: Any
 ) -> Any:
     """Gradient coefficients [rows, 5] of ``scale * w * ce`` (scale: float or [rows] upstream gradient)."""
-    torch = _backend.torch()
+    torch = _torch()
     w = valid.to(dtype) if weights is None else weights.to(dtype) * valid.to(dtype)
     w = w * scale
     eps = float(label_smoothing)
@@ -178,7 +192,7 @@ def _logprob_coef(g_lp: Any, g_ent: Any, g_lse: Any, g_meanz: Any, vocab_size: i
     real functions of the logits on every row, but the kernels skip ignored rows' gradients, matching the Triton
     kernels (documented: ignored tokens contribute no gradient).
     """
-    torch = _backend.torch()
+    torch = _torch()
     v = valid.to(g_lp.dtype)
     g_lp, g_ent, g_lse, g_meanz = g_lp * v, g_ent * v, g_lse * v, g_meanz * v
     zero = torch.zeros_like(g_lp)
@@ -203,7 +217,7 @@ def _chunk_grad(
 
     ``out`` may be ``logits`` itself (in place). Returns the gradient in the compute dtype.
     """
-    torch = _backend.torch()
+    torch = _torch()
     cdt = _compute_dtype(logits.dtype)
     if _use_c(logits) and logits.is_contiguous() and (out is None or (out.dtype == cdt and out.is_contiguous())):
         dx = torch.empty_like(logits, dtype=cdt) if out is None else out
@@ -228,7 +242,7 @@ def _chunk_grad_torch(
     softcap: float | None, transformed: bool,
 ) -> Any:  # fmt: skip
     """The formula of :func:`_chunk_grad` in plain torch (any device; materialises temporaries of the chunk)."""
-    torch = _backend.torch()
+    torch = _torch()
     cdt = _compute_dtype(logits.dtype)
     x = logits.to(cdt)
     z = x if transformed else _transform_torch(x, inv_temp, softcap)
@@ -252,7 +266,7 @@ def _chunk_grad_torch(
 
 def _chunk_fused(buf: Any, targets: Any, *, ignore_index: int, inv_temp: Any, softcap: float | None, coef: Any) -> Any:
     """Stats of raw logits in ``buf`` and, when ``coef`` is given, the gradient written over ``buf`` (single shard)."""
-    torch = _backend.torch()
+    torch = _torch()
     cdt = buf.dtype
     rows = buf.shape[0]
     if _use_c(buf) and buf.is_contiguous():
@@ -312,7 +326,7 @@ def _linear_pass(
 
     Gradients: grad_hidden [N, D] (hidden dtype), grad_weight [V, D] (float32/float64 accumulator), grad_bias [V].
     """
-    torch = _backend.torch()
+    torch = _torch()
     n, d = hidden.shape
     v = weight.shape[0]
     cdt = _compute_dtype(hidden.dtype)
@@ -415,7 +429,7 @@ def _check_real(value: Any, name: str, low: float, high: float, *, low_open: boo
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     v = float(value)
-    if not np.isfinite(v) or v < low or v > high or (low_open and v == low):
+    if not math.isfinite(v) or v < low or v > high or (low_open and v == low):
         raise ValueError(f"{name}: expected a finite number in {'(' if low_open else '['}{low}, {high}], got {value!r}")
     return v
 
@@ -432,7 +446,7 @@ def _prepare(
     impl: str,
 ) -> dict[str, Any]:
     """Validate the common arguments; returns flattened 2-D views and normalised settings."""
-    torch = _backend.torch()
+    torch = _torch()
     hidden, from_np = _as_tensor(torch, hidden, "hidden")
     weight, _ = _as_tensor(torch, weight, "weight")
     targets, _ = _as_tensor(torch, targets, "targets")
@@ -589,7 +603,7 @@ def linear_logprobs(
         return _vocab_parallel("linear_logprobs_vocab_parallel", hidden, weight, targets, vocab_start, process_group,
                                bias=bias, temperature=temperature, softcap=softcap, ignore_index=ignore_index,
                                return_entropy=return_entropy, return_lse=return_lse)  # fmt: skip
-    torch = _backend.torch()
+    torch = _torch()
     p = _prepare(hidden, weight, targets, bias, temperature, softcap, ignore_index, chunk_size, impl)
     from .autograd import linear_logprobs_op
 
@@ -660,7 +674,7 @@ def linear_cross_entropy(
                                process_group, bias=bias, reduction=reduction, ignore_index=ignore_index,
                                label_smoothing=eps, z_loss=zl, softcap=softcap, temperature=temperature,
                                weights=weights)  # fmt: skip
-    torch = _backend.torch()
+    torch = _torch()
     p = _prepare(hidden, weight, targets, bias, temperature, softcap, ignore_index, chunk_size, impl)
     w = None
     if weights is not None:
@@ -674,6 +688,8 @@ def linear_cross_entropy(
             _check_finite(torch, w, "weights")
     from .autograd import cross_entropy_fused_op, linear_logprobs_op
 
+    if eps > 0 and p["impl"] == "triton":
+        p["impl"] = "cpu"  # the Triton kernels have no logit-sum output; the chunked torch path handles smoothing
     if reduction != "none" and p["impl"] == "cpu":
         loss, lse = cross_entropy_fused_op(p, w, reduction, eps, zl)
         _post_check(torch, lse, p)
@@ -730,7 +746,7 @@ def logprobs_from_logits(
         logprobs [...] float32 (float64 for float64 logits), or a tuple ``(logprobs, entropy, lse)`` with only the
         requested extras. Differentiable w.r.t. logits.
     """
-    torch = _backend.torch()
+    torch = _torch()
     logits, from_np = _as_tensor(torch, logits, "logits")
     if not _is_float_tensor(torch, logits):
         raise TypeError(f"logits: expected a float16/bfloat16/float32/float64 tensor, got {logits.dtype}")
@@ -773,7 +789,7 @@ def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average:
         ``valid`` (bool, same shape) reports which sequences had at least one. Never NaN. Differentiable w.r.t.
         token_logprobs. numpy in, numpy out.
     """
-    torch = _backend.torch()
+    torch = _torch()
     if not isinstance(average, bool):
         raise TypeError(f"average: expected a bool, got {average!r}")
     lp, from_np = _as_tensor(torch, token_logprobs, "token_logprobs")
@@ -826,3 +842,16 @@ def _vocab_parallel(
 
     fn = getattr(lm_distributed, fn_name)
     return fn(hidden, weight, targets, vocab_start=vocab_start, process_group=group, **kw)
+
+
+def _register_ops_if_torch_loaded() -> None:
+    """Register the loglik:: custom ops now when torch is already imported (cheap), so that a first call made under
+    torch.compile finds them registered instead of tracing the registration. Without torch nothing happens (the
+    ops are then registered by the first eager call)."""
+    if _TORCH is not None:
+        from . import autograd
+
+        autograd._get_ops()
+
+
+_register_ops_if_torch_loaded()
