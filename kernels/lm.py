@@ -79,10 +79,6 @@ __all__ = [
     "logprobs_from_logits_bwd",
 ]
 
-# Masked logits take this finite value instead of -inf: exp() of it underflows to 0, and no inf - inf or 0 * inf
-# ever appears (those would be NaN on the GPU and a RuntimeWarning, i.e. an error, in the interpreter).
-_NEG = -1.0e30
-
 
 def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -154,6 +150,8 @@ def _row_inv_temp(TEMP, rows, row_mask, inv_temp, TEMP_PER_ROW: tl.constexpr):
 @triton.jit
 def _online_update(z, col_mask, m, s, a):
     """One online step of (max m, sum-exp s = sum e^(z-m), a = sum e^(z-m) (z-m)) with a [BN, BV] tile."""
+    # Masked logits take the finite -1e30 instead of -inf: exp() of it underflows to 0, and no inf - inf or 0 * inf
+    # ever appears (NaN on the GPU, and a RuntimeWarning, i.e. a test error, in the interpreter).
     z = tl.where(col_mask[None, :], z, -1.0e30)
     m_new = tl.maximum(m, tl.max(z, axis=1))
     alpha = tl.exp(m - m_new)

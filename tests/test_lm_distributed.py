@@ -307,3 +307,52 @@ def test_needs_an_initialised_process_group() -> None:
         linear_logprobs_vocab_parallel(
             torch.zeros(2, 3), torch.zeros(4, 3), torch.zeros(2, dtype=torch.int64), vocab_start=0
         )
+
+
+@pytest.fixture
+def single_rank_group() -> Any:
+    """A one-process gloo group in this process (destroyed afterwards)."""
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is already initialised in this process")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        yield dist.group.WORLD
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradcheck_single_rank(single_rank_group: Any) -> None:
+    from loglik.lm_distributed import linear_cross_entropy_vocab_parallel, linear_logprobs_vocab_parallel
+
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(9, 5, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
+    b = torch.randn(9, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 9, (2, 3), generator=g)
+    t[1, 1] = IGNORE = -100
+
+    def f(h, w, b):
+        lp, ent, lse = linear_logprobs_vocab_parallel(
+            h, w, t, vocab_start=0, bias=b, softcap=2.0, temperature=0.7, return_entropy=True, return_lse=True,
+            chunk_size=2, vocab_chunk_size=4,
+        )  # fmt: skip
+        keep = (t != IGNORE).double()
+        return lp, ent, lse * keep
+
+    assert torch.autograd.gradcheck(f, (h, w, b))
+
+    def ce(h, w, b):
+        return linear_cross_entropy_vocab_parallel(
+            h, w, t, vocab_start=0, bias=b, label_smoothing=0.2, z_loss=0.01, reduction="none", chunk_size=3
+        )
+
+    assert torch.autograd.gradcheck(ce, (h, w, b))
+    # gradients only where asked for: frozen hidden, frozen bias
+    w2 = w.detach().clone().requires_grad_()
+    loss = linear_cross_entropy_vocab_parallel(h.detach(), w2, t, vocab_start=0, bias=b.detach())
+    loss.backward()
+    assert w2.grad is not None and torch.isfinite(w2.grad).all()
+    # inputs are not modified
+    h0, w0 = h.detach().clone(), w.detach().clone()
+    linear_logprobs_vocab_parallel(h.detach(), w.detach(), t, vocab_start=0, softcap=3.0)
+    assert torch.equal(h0, h.detach()) and torch.equal(w0, w.detach())
