@@ -159,7 +159,7 @@ def _prepare(logits: Any, targets: Any, temperature: Any, softcap: float | None)
         raise TypeError(f"logits: expected float32, float16 or bfloat16, got {logits.dtype}")
     if logits.shape[1] < 1:
         raise ValueError("logits: needs at least one column")
-    if logits.stride(1) != 1:
+    if logits.stride(1) != 1 or logits.stride(0) < logits.shape[1]:
         logits = logits.contiguous()
     n = logits.shape[0]
     if not isinstance(targets, torch.Tensor) or targets.shape != (n,):
