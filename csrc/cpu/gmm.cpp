@@ -1,7 +1,7 @@
-// Gaussian mixtures: the E-step reduction (Cholesky whitening with one TRSM per component, then a log-sum-exp
-// over components) and a whole EM solver that never returns to Python between iterations. Means come from one
-// GEMM, full covariances from one SYRK per component, Cholesky factors from LAPACK potrf. BLAS/LAPACK are only
-// called outside OpenMP regions.
+// Gaussian mixtures: the E-step reduction (Cholesky whitening, one GEMM by L^{-1} per component, then a
+// log-sum-exp over components) and a whole EM solver that never returns to Python between iterations. Means come
+// from one GEMM, full covariances from one SYRK per component, Cholesky factors and their inverses from LAPACK
+// (potrf, trtri) in double. BLAS/LAPACK are only called outside OpenMP regions.
 #include <omp.h>
 
 #include <algorithm>
@@ -13,8 +13,7 @@
 #include "loglik/mixture.hpp"
 
 extern "C" {
-void scipy_cblas_strsm(int, int, int, int, int, int, int, float, const float*, int, float*, int);
-void scipy_cblas_dtrsm(int, int, int, int, int, int, int, double, const double*, int, double*, int);
+void scipy_dtrtri_(const char*, const char*, const int*, double*, const int*, int*);
 }
 
 namespace loglik::mixture {
@@ -22,16 +21,8 @@ namespace {
 using i64 = std::int64_t;
 constexpr double kLog2Pi = 1.8378770664093454835606594728112;
 
-// Row-major B[m, n] <- B L^{-T} with L lower triangular [n, n] (row-major): CblasRowMajor=101, Right=142,
-// Lower=122, Trans=112, NonUnit=131.
-inline void trsm_right_lower_t(int m, int n, const float* L, float* B) {
-  scipy_cblas_strsm(101, 142, 122, 112, 131, m, n, 1.0f, L, n, B, n);
-}
-inline void trsm_right_lower_t(int m, int n, const double* L, double* B) {
-  scipy_cblas_dtrsm(101, 142, 122, 112, 131, m, n, 1.0, L, n, B, n);
-}
-
-// Per-component factors: full -> lower Cholesky factor, diag/spherical -> variances; plus log det Sigma_k.
+// Per-component factors: full -> inverse of the lower Cholesky factor, L^{-1} (so that whitening is one GEMM,
+// which OpenBLAS only threads when it pays, unlike TRSM), diag/spherical -> variances; plus log det Sigma_k.
 template <class T>
 struct Factors {
   std::vector<T> chol;
@@ -40,7 +31,7 @@ struct Factors {
 
 // Factor one component (always in double: a float32 Cholesky of a nearly singular covariance loses the small
 // eigenvalues, and the factor is only p x p). chol_k receives the factor (full) or the variances (diag/spherical)
-// in T. Returns false when the covariance is not (numerically) positive definite.
+// in T (full: the inverse factor L^{-1}). Returns false when the covariance is not (numerically) positive definite.
 template <class Tin, class T>
 bool factor_component(CovType ct, int p, const Tin* cov_k, T* chol_k, double& logdet) {
   if (ct == CovType::Full) {
@@ -54,6 +45,10 @@ bool factor_component(CovType ct, int p, const Tin* cov_k, T* chol_k, double& lo
       if (!(d > 0) || !std::isfinite(d)) return false;
       s += std::log(d);
     }
+    // Row-major lower L is LAPACK's column-major upper L^T; inverting that in place leaves L^{-1} row-major.
+    int info = 0;
+    scipy_dtrtri_("U", "N", &p, L.data(), &p, &info);
+    if (info != 0) return false;
     for (int a = 0; a < p; ++a)
       for (int b = 0; b < p; ++b) chol_k[size_t(a) * p + b] = b <= a ? T(L[size_t(a) * p + b]) : T(0);
     logdet = 2 * s;
@@ -88,15 +83,18 @@ void estep(i64 n, int p, int K, const T* X, const T* means, const Factors<T>& f,
     const double logw = weights[k] > 0 ? std::log(double(weights[k])) : -std::numeric_limits<double>::infinity();
     const double cst = logw - 0.5 * (p * kLog2Pi + f.logdet[k]);
     if (ct == CovType::Full) {
-      buf.resize(size_t(n) * p);
+      buf.resize(2 * size_t(n) * p);
+      T* centred = buf.data();
+      T* white = buf.data() + size_t(n) * p;
 #pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
       for (i64 i = 0; i < n; ++i)
-        for (int j = 0; j < p; ++j) buf[size_t(i) * p + j] = X[i * p + j] - mu[j];
-      trsm_right_lower_t(int(n), p, fk, buf.data());
+        for (int j = 0; j < p; ++j) centred[size_t(i) * p + j] = X[i * p + j] - mu[j];
+      // white = (x - mu) L^{-T}: rows are L^{-1} (x_i - mu), |white_i|^2 the Mahalanobis distance
+      blas::gemm(blas::Trans::N, blas::Trans::T, int(n), p, p, T(1), centred, p, fk, p, T(0), white, p);
 #pragma omp parallel for schedule(static) if (std::int64_t(n) * p > kParallelMin)
       for (i64 i = 0; i < n; ++i) {
         double s = 0;
-        for (int j = 0; j < p; ++j) s += double(buf[size_t(i) * p + j]) * buf[size_t(i) * p + j];
+        for (int j = 0; j < p; ++j) s += double(white[size_t(i) * p + j]) * white[size_t(i) * p + j];
         log_prob[i * K + k] = T(cst - 0.5 * s);
       }
     } else {
