@@ -313,6 +313,31 @@ def test_kmeans_torch_input():
     assert res.centers.dtype == np.float32 and loglik.misclustering_error(res.labels, y) == 0.0
 
 
+@given(seed=st.integers(0, 2**31 - 1), shift=st.floats(-1e3, 1e3), dtype=st.sampled_from([np.float64, np.float32]))
+def test_kmeans_and_em_equivariance(seed, shift, dtype):
+    """From given initial centres: translating X translates the centres/means and keeps the labels; permuting
+    the points permutes the labels."""
+    rng = np.random.default_rng(seed)
+    X, _ = _blobs(rng, n_per=15)
+    X = X.astype(dtype)
+    init = X[[0, 15, 30]]
+    perm = rng.permutation(len(X))
+    tol = 1e-3 if dtype == np.float32 else 1e-8
+    a = loglik.kmeans(X, 3, init=init)
+    b = loglik.kmeans(X + dtype(shift), 3, init=init + dtype(shift))
+    c = loglik.kmeans(X[perm], 3, init=init)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(b.centers - dtype(shift), a.centers, atol=tol * (1 + abs(shift)))
+    np.testing.assert_array_equal(c.labels, a.labels[perm])
+    e = loglik.gmm_em(X, 3, "diag", init=init)
+    f = loglik.gmm_em(X + dtype(shift), 3, "diag", init=init + dtype(shift))
+    g = loglik.gmm_em(X[perm], 3, "diag", init=init)
+    np.testing.assert_array_equal(e.labels, f.labels)
+    np.testing.assert_allclose(f.means - dtype(shift), e.means, atol=tol * (1 + abs(shift)))
+    np.testing.assert_array_equal(g.labels, e.labels[perm])
+    assert f.log_likelihood == pytest.approx(e.log_likelihood, rel=tol, abs=tol)
+
+
 def test_kmeans_bad_input():
     X = np.random.default_rng(16).normal(size=(10, 2))
     bad = X.copy()
