@@ -40,7 +40,9 @@ Launch helpers (the stable interface; block sizes and splits are keyword-only tu
                              softcap=None, ignore_index=-100, entropy=None, grad_lse=None)
         -> grad_logits[N, V] in logits.dtype
 
-``grad_lse`` (optional, [N]) is the upstream gradient of the returned lse (for a z-loss). ``entropy`` is the forward's
+``grad_lse`` (optional, [N]) is the upstream gradient of the returned lse (for a z-loss). The fused forward also takes
+``return_logit_mean=True`` (then a 4th output, mean_v z_v per row, for label smoothing) and the backward
+``grad_logit_mean=`` ([N], its upstream gradient). ``entropy`` is the forward's
 entropy; when ``grad_entropy`` is given without it, the backward recomputes it with one extra forward pass.
 
 Algorithm and memory. Forward: grid (row blocks, vocab splits); each program loops over its vocab tiles, computes
@@ -165,13 +167,16 @@ def _online_update(z, col_mask, m, s, a):
 
 
 @triton.jit
-def _grad_logits(z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, inv_t, softcap, HAS_SOFTCAP: tl.constexpr):
-    """d loss / d x for a [BN, BV] tile, where x is the pre-softcap logit (float32)."""
+def _grad_logits(
+    z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, g_zm, inv_t, softcap, HAS_SOFTCAP: tl.constexpr
+):
+    """d loss / d x for a [BN, BV] tile, where x is the pre-softcap logit (float32); g_zm is grad_logit_mean / V."""
     zc = tl.where(col_mask[None, :], z - lse[:, None], -1.0e30)  # log p
     p = tl.where(col_mask[None, :], tl.exp(zc), 0.0)
     onehot = (cols[None, :] == tgt[:, None]) & col_mask[None, :]
     dz = tl.where(onehot, g_lp[:, None], 0.0) - p * (g_lp - g_lse)[:, None]
     dz -= g_ent[:, None] * tl.where(col_mask[None, :], p * (zc + ent[:, None]), 0.0)
+    dz += tl.where(col_mask[None, :], g_zm[:, None], 0.0)
     dx = dz * inv_t[:, None]
     if HAS_SOFTCAP:
         r = y / softcap
@@ -194,6 +199,7 @@ def _linear_fwd_kernel(
     OUT_S,
     OUT_A,
     OUT_TZ,
+    OUT_ZS,
     N,
     V,
     D,
@@ -224,6 +230,7 @@ def _linear_fwd_kernel(
     s = tl.zeros((BLOCK_N,), dtype=tl.float32)
     a = tl.zeros((BLOCK_N,), dtype=tl.float32)
     tz = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    zs = tl.zeros((BLOCK_N,), dtype=tl.float32)
     v_begin = pid_s * tiles_per_split * BLOCK_V
     for tile in range(0, tiles_per_split):
         cols = v_begin + tile * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -236,11 +243,13 @@ def _linear_fwd_kernel(
         m, s, a = _online_update(z, col_mask, m, s, a)
         hit = (cols[None, :] == tgt[:, None]) & col_mask[None, :]
         tz += tl.sum(tl.where(hit, z, 0.0), axis=1)
+        zs += tl.sum(tl.where(col_mask[None, :], z, 0.0), axis=1)
     out = rows * num_splits + pid_s
     tl.store(OUT_M + out, m, mask=row_mask)
     tl.store(OUT_S + out, s, mask=row_mask)
     tl.store(OUT_A + out, a, mask=row_mask)
     tl.store(OUT_TZ + out, tz, mask=row_mask)
+    tl.store(OUT_ZS + out, zs, mask=row_mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,6 +268,7 @@ def _linear_bwd_hidden_kernel(
     G_LP,
     G_ENT,
     G_LSE,
+    G_ZM,
     GH,
     N,
     V,
@@ -291,6 +301,7 @@ def _linear_bwd_hidden_kernel(
     g_lp = tl.load(G_LP + rows, mask=row_mask, other=0.0)
     g_ent = tl.load(G_ENT + rows, mask=row_mask, other=0.0)
     g_lse = tl.load(G_LSE + rows, mask=row_mask, other=0.0)
+    g_zm = tl.load(G_ZM + rows, mask=row_mask, other=0.0)
     v_begin = pid_s * tiles_per_split * BLOCK_V
     for tile in range(0, tiles_per_split):
         cols = v_begin + tile * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -301,7 +312,7 @@ def _linear_bwd_hidden_kernel(
             HAS_BIAS, HAS_SOFTCAP, UPCAST, PRECISION, BLOCK_N, BLOCK_V, BLOCK_D,
         )  # fmt: skip
         z = y * inv_t[:, None]
-        dx = _grad_logits(z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, inv_t, softcap, HAS_SOFTCAP)
+        dx = _grad_logits(z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, g_zm, inv_t, softcap, HAS_SOFTCAP)
         dx = dx.to(W.dtype.element_ty)
         if UPCAST:
             dx = dx.to(tl.float32)
@@ -331,6 +342,7 @@ def _linear_bwd_weight_kernel(
     G_LP,
     G_ENT,
     G_LSE,
+    G_ZM,
     GW,
     GB,
     N,
@@ -367,12 +379,13 @@ def _linear_bwd_weight_kernel(
         g_lp = tl.load(G_LP + rows, mask=row_mask, other=0.0)
         g_ent = tl.load(G_ENT + rows, mask=row_mask, other=0.0)
         g_lse = tl.load(G_LSE + rows, mask=row_mask, other=0.0)
+        g_zm = tl.load(G_ZM + rows, mask=row_mask, other=0.0)
         y = _head_tile(
             H, W, B, rows, cols, row_mask, col_mask, D, s_hn, s_hd, s_wv, s_wd, softcap,
             HAS_BIAS, HAS_SOFTCAP, UPCAST, PRECISION, BLOCK_N, BLOCK_V, BLOCK_D,
         )  # fmt: skip
         z = y * inv_t[:, None]
-        dx = _grad_logits(z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, inv_t, softcap, HAS_SOFTCAP)
+        dx = _grad_logits(z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, g_zm, inv_t, softcap, HAS_SOFTCAP)
         dx = tl.where(row_mask[:, None], dx, 0.0)
         if HAS_BIAS:
             gb += tl.sum(dx, axis=0)
@@ -492,7 +505,9 @@ def _logits_bwd_kernel(
         if HAS_SOFTCAP:
             y = softcap * _tanh(y / softcap)
         z = y * inv_t[:, None]
-        dx = _grad_logits(z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, inv_t, softcap, HAS_SOFTCAP)
+        dx = _grad_logits(
+            z, y, col_mask, tgt, cols, lse, ent, g_lp, g_ent, g_lse, g_lse * 0.0, inv_t, softcap, HAS_SOFTCAP
+        )
         tl.store(GL + rows64[:, None] * V + cols[None, :].to(tl.int64), dx.to(GL.dtype.element_ty), mask=mask2)
 
 
@@ -621,6 +636,7 @@ def linear_logprobs_fwd(
     softcap: float | None = None,
     ignore_index: int = -100,
     return_entropy: bool = False,
+    return_logit_mean: bool = False,
     block_n: int | None = None,
     block_v: int | None = None,
     block_d: int | None = None,
@@ -639,13 +655,15 @@ def linear_logprobs_fwd(
         softcap: optional cap c > 0: logits become c * tanh(logits / c) before the temperature.
         ignore_index: target value of ignored rows.
         return_entropy: also return the entropy of each row's distribution.
+        return_logit_mean: also return mean_v z_v per row (label smoothing), as a 4th output.
         block_n, block_v, block_d: tile sizes (powers of two >= 16).
         num_splits: vocab splits per row block (parallelism over V); default fills the GPU, 1 in the interpreter.
         allow_tf32: float32 dots in TF32; default follows ``torch.backends.cuda.matmul.allow_tf32``.
         num_warps: Triton launch option.
 
     Returns:
-        (logprobs [N], lse [N], entropy [N] or None), all float32.
+        (logprobs [N], lse [N], entropy [N] or None), all float32; with return_logit_mean a 4th [N] output (not
+        zeroed at ignored rows).
     """
     torch = _torch()
     _check_2d(hidden, "hidden")
@@ -676,23 +694,21 @@ def linear_logprobs_fwd(
     tiles_per_split = triton.cdiv(n_tiles, splits)
     splits = triton.cdiv(n_tiles, tiles_per_split)  # every split owns at least one tile
     f32 = dict(device=device, dtype=torch.float32)
-    if n == 0:
-        e = torch.zeros(0, **f32)
-        return e, e.clone(), (e.clone() if return_entropy else None)
-    m = torch.empty((n, splits), **f32)
-    s = torch.empty((n, splits), **f32)
-    a = torch.empty((n, splits), **f32)
-    tz = torch.empty((n, splits), **f32)
+    m, s, a, tz, zs = (torch.empty((n, splits), **f32) for _ in range(5))
     dummy = m
     opts = {} if num_warps is None else {"num_warps": num_warps}
-    _linear_fwd_kernel[(row_blocks, splits)](
-        hidden, weight, dummy if bias is None else bias, targets, dummy if temp_t is None else temp_t,
-        m, s, a, tz, n, v, d, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        inv_temp, cap, tiles_per_split, splits,
-        HAS_BIAS=bias is not None, HAS_SOFTCAP=has_cap, TEMP_PER_ROW=per_row, UPCAST=_upcast(hidden.dtype),
-        PRECISION=_precision(hidden.dtype, allow_tf32), BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd, **opts,
-    )  # fmt: skip
-    return _merge(m, s, a, tz, targets, ignore_index, return_entropy)
+    if n > 0:
+        _linear_fwd_kernel[(row_blocks, splits)](
+            hidden, weight, dummy if bias is None else bias, targets, dummy if temp_t is None else temp_t,
+            m, s, a, tz, zs, n, v, d, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            inv_temp, cap, tiles_per_split, splits,
+            HAS_BIAS=bias is not None, HAS_SOFTCAP=has_cap, TEMP_PER_ROW=per_row, UPCAST=_upcast(hidden.dtype),
+            PRECISION=_precision(hidden.dtype, allow_tf32), BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd, **opts,
+        )  # fmt: skip
+    out = _merge(m, s, a, tz, targets, ignore_index, return_entropy)
+    if return_logit_mean:
+        return (*out, zs.sum(dim=1) / v)
+    return out
 
 
 def _upstream(grad: Any, n: int, name: str, ignored: Any, device: Any) -> Any:
@@ -717,6 +733,7 @@ def linear_logprobs_bwd(
     ignore_index: int = -100,
     entropy: Any = None,
     grad_lse: Any = None,
+    grad_logit_mean: Any = None,
     needs_hidden_grad: bool = True,
     needs_weight_grad: bool = True,
     deterministic: bool = True,
@@ -727,7 +744,7 @@ def linear_logprobs_bwd(
     allow_tf32: bool | None = None,
     num_warps: int | None = None,
 ) -> tuple[Any, Any, Any]:
-    """Gradients of ``sum(grad_logprobs * logprobs + grad_entropy * entropy + grad_lse * lse)`` by recomputation.
+    """Gradients of ``sum(g_lp * logprobs + g_ent * entropy + g_lse * lse + g_mean * logit_mean)`` by recomputation.
 
     Args:
         hidden, weight, targets, bias, temperature, softcap, ignore_index: as in :func:`linear_logprobs_fwd`.
@@ -736,6 +753,7 @@ def linear_logprobs_bwd(
         grad_entropy: [N] upstream gradient of the entropy, or None.
         entropy: [N] the forward's entropy; recomputed (one extra forward) when grad_entropy is given without it.
         grad_lse: optional [N] upstream gradient of lse (e.g. a z-loss).
+        grad_logit_mean: optional [N] upstream gradient of the forward's logit mean (label smoothing).
         needs_hidden_grad, needs_weight_grad: skip pass A / pass B when False (returns None there).
         deterministic: True (default): every grad_hidden element is owned by one program, bit-for-bit
             reproducible. False: pass A also splits the vocabulary (``hidden_splits`` programs per row block,
@@ -763,6 +781,7 @@ def linear_logprobs_bwd(
     g_lp = _upstream(grad_logprobs, n, "grad_logprobs", ignored, device)
     g_ent = _upstream(grad_entropy, n, "grad_entropy", ignored, device)
     g_lse = _upstream(grad_lse, n, "grad_lse", ignored, device)
+    g_zm = _upstream(grad_logit_mean, n, "grad_logit_mean", ignored, device) / v
     if grad_entropy is not None and entropy is None:
         _, _, entropy = linear_logprobs_fwd(
             hidden, weight, targets, bias=bias, temperature=temperature, softcap=softcap,
@@ -778,7 +797,7 @@ def linear_logprobs_bwd(
     dummy = lse
     common = (
         hidden, weight, dummy if bias_f is None else bias_f, targets, dummy if temp_t is None else temp_t,
-        lse, ent, g_lp, g_ent, g_lse,
+        lse, ent, g_lp, g_ent, g_lse, g_zm,
     )  # fmt: skip
     consts = dict(
         HAS_BIAS=bias_f is not None,

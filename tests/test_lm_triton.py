@@ -83,7 +83,7 @@ def _kw(opts: dict[str, Any], b: Any, temp: Any) -> dict[str, Any]:
 
 
 def _err(a, b) -> float:
-    return float((a.double() - b.double()).abs().max())
+    return float((a.detach().double() - b.detach().double()).abs().max())
 
 
 @pytest.mark.parametrize("opts", OPTIONS)
@@ -131,6 +131,31 @@ def test_linear_backward_matches_reference(opts: dict[str, Any]) -> None:
     # without the entropy, the backward recomputes it and gives the same numbers
     gh2, gw2, _ = K.linear_logprobs_bwd(h, w, t, lse, g_lp, g_ent, grad_lse=g_lse, **BLOCKS, **kw)
     assert torch.equal(gh, gh2) and torch.equal(gw, gw2)
+
+
+@pytest.mark.parametrize("opts", [OPTIONS[0], OPTIONS[4]])
+def test_logit_mean_and_its_gradient(opts: dict[str, Any]) -> None:
+    h, w, b, t, temp = make(seed=12)
+    kw = _kw(opts, b, temp)
+    lp, lse, ent, zmean = K.linear_logprobs_fwd(h, w, t, return_logit_mean=True, **BLOCKS, **kw)
+    assert ent is None
+    hd, wd = h.double().requires_grad_(), w.double().requires_grad_()
+    bd = b.double().requires_grad_() if "bias" in kw else None
+    x = hd @ wd.T + (bd if bd is not None else 0.0)
+    if "softcap" in kw:
+        x = kw["softcap"] * torch.tanh(x / kw["softcap"])
+    tt = kw.get("temperature", 1.0)
+    z = x / (tt.double()[:, None] if isinstance(tt, torch.Tensor) else tt)
+    assert _err(zmean, z.mean(1)) < 1e-5
+    g_lp, g_zm = torch.randn(N), torch.randn(N)
+    gh, gw, gb = K.linear_logprobs_bwd(h, w, t, lse, g_lp, grad_logit_mean=g_zm, **BLOCKS, **kw)
+    keep = (t != IGNORE).double()
+    rlp = reference(hd, wd, t, **{**kw, "bias": bd} if bd is not None else kw)[0]
+    loss = (g_lp.double() * rlp).sum() + (keep * g_zm.double() * z.mean(1)).sum()
+    refs = torch.autograd.grad(loss, [x for x in (hd, wd, bd) if x is not None])
+    assert _err(gh, refs[0]) < 2e-5 and _err(gw, refs[1]) < 2e-5
+    if bd is not None:
+        assert _err(gb, refs[2]) < 2e-5
 
 
 def test_backward_is_deterministic_and_skips_unneeded_passes() -> None:
