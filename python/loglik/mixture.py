@@ -292,7 +292,8 @@ def gmm_logpdf(
         from .reference.mixture import gmm_logpdf as ref
 
         check_choice(covariance, "covariance", tuple(_COV_CODES))
-        _check_mixture_params(*(a.detach() if _backend.is_torch(a) else a for a in args), covariance)
+        plain = [a.detach() if _backend.is_torch(a) else a for a in args]
+        _check_mixture_params(plain[0], plain[1], plain[2], plain[3], covariance)
         return ref(
             X, means, covariances, weights, covariance=covariance, return_responsibilities=return_responsibilities
         )

@@ -93,13 +93,13 @@ def read_csv(path: str, truth_column: str | None = None) -> tuple[np.ndarray, li
 
 def run_method(X: np.ndarray, k: int, method: str, *, seed: int, n_init: int, covariance: str) -> tuple[Any, str]:
     """(labels int64 (n,), one-line summary of the solver's result)."""
-    import loglik
+    from loglik import mixture
 
     if method == "kmeans":
-        r = loglik.kmeans(X, k, n_init=n_init, seed=seed)
-        return r.labels, f"inertia={r.inertia:.6g} n_iter={r.n_iter}"
+        km = mixture.kmeans(X, k, n_init=n_init, seed=seed)
+        return km.labels, f"inertia={km.inertia:.6g} n_iter={km.n_iter}"
     if method == "em":
-        r = loglik.gmm_em(X, k, covariance, n_init=n_init, seed=seed)
+        r = mixture.gmm_em(X, k, covariance, n_init=n_init, seed=seed)
         return r.labels, f"mean log-likelihood={r.log_likelihood:.6g} n_iter={r.n_iter} converged={r.converged}"
     from loglik import sdp
 
@@ -149,7 +149,7 @@ def scatter_plot(path: str, X: np.ndarray, labels: np.ndarray, title: str, heade
 
 
 def main(args: argparse.Namespace) -> int:
-    from loglik import misclustering_error
+    from loglik.mixture import misclustering_error
 
     try:
         X, header, truth = read_csv(args.file, args.truth_column)

@@ -104,6 +104,9 @@ def kmeans(
 def _logpdf_components(X: Any, means: Any, covariances: Any, weights: Any, covariance: str) -> Any:
     """(n, K) log w_k + log N(x_i | mu_k, Sigma_k), numpy or torch (differentiable) depending on the inputs."""
     torch_mode = any(is_torch(a) for a in (X, means, covariances, weights))
+    xp: Any
+    log: Any
+    dt: Any
     if torch_mode:
         import torch as xp
 
