@@ -112,6 +112,12 @@ CE_CASES = [
         2e-5,
     ),
     ("ce_f32_torch_softcap_ls", torch.float32, {"reduction": "mean", "label_smoothing": 0.1, "softcap": 2.0}, 2e-5),
+    (
+        "ce_triton_softcap_ls",
+        torch.float32,
+        {"reduction": "none", "label_smoothing": 0.3, "softcap": 2.0, "impl": "triton", "weights": True},
+        2e-5,
+    ),
 ]
 
 

@@ -121,17 +121,13 @@ def _local_stats_triton(
     triple is (m, s, a) = (lse_r, 1, -entropy_r), and the target logit is logprob_r + lse_r where the target is local.
     """
     torch = _backend.torch()
-    lp, lse, ent = _kernels().linear_logprobs_fwd(
+    out = _kernels().linear_logprobs_fwd(
         hidden, weight, local_t, bias=bias, temperature=1.0 / inv_t, softcap=softcap, ignore_index=_KERNEL_IGNORE,
-        return_entropy=True,
+        return_entropy=True, return_logit_mean=need_zmean,
     )  # fmt: skip
+    lp, lse, ent = out[:3]
     tz = torch.where(local_t >= 0, lp + lse, torch.zeros_like(lse))
-    zsum = torch.zeros_like(lse)
-    if need_zmean:  # sum_v z_v = (h . sum_v w_v + sum_v b_v) / T, exact without softcap
-        zsum = hidden.float() @ weight.float().sum(0)
-        if bias is not None:
-            zsum = zsum + bias.float().sum()
-        zsum = zsum * inv_t
+    zsum = out[3] * weight.shape[0] if need_zmean else torch.zeros_like(lse)
     return lse, torch.ones_like(lse), -ent, tz, zsum
 
 
@@ -192,19 +188,19 @@ def _vocab_parallel_fn() -> Any:
             grad_w = torch.zeros((v_r, hidden.shape[1]), device=hidden.device, dtype=acc) if need_w else None
             grad_b = torch.zeros((v_r,), device=hidden.device, dtype=acc) if need_b and ctx.has_bias else None
             if use_triton:
+                # the kernel spreads grad_logit_mean over the shard's V_r columns; the global mean has 1 / V
                 gh, gw, gb = _kernels().linear_logprobs_bwd(
                     hidden, weight, local_t, lse, g_lp, g_ent, bias=bias, temperature=1.0 / inv_t,
                     softcap=ctx.softcap, ignore_index=_KERNEL_IGNORE, entropy=entropy, grad_lse=g_lse,
-                    needs_hidden_grad=need_h, needs_weight_grad=grad_w is not None or grad_b is not None,
+                    grad_logit_mean=g_zm * (v_r / ctx.v_total), needs_hidden_grad=need_h,
+                    needs_weight_grad=grad_w is not None or grad_b is not None,
                 )  # fmt: skip
-                # the mean-logit term (label smoothing; no softcap on this path): dz_iv = g_zm_i / V for every v
-                c = g_zm * inv_t / ctx.v_total
                 if need_h:
-                    grad_h += gh.to(acc) + c[:, None] * weight.to(acc).sum(0)[None, :]
+                    grad_h += gh.to(acc)
                 if grad_w is not None:
-                    grad_w += gw.to(acc) + (c @ hidden.to(acc))[None, :]
+                    grad_w += gw.to(acc)
                 if grad_b is not None:
-                    grad_b += gb.to(acc) + c.sum()
+                    grad_b += gb.to(acc)
             for r0 in range(0, 0 if use_triton else n, chunk):
                 r1 = min(n, r0 + chunk)
                 h = hidden[r0:r1].to(acc)
@@ -346,7 +342,7 @@ def _prepare(
     bad = (flat_t != ignore_index) & ((flat_t < 0) | (flat_t >= v_total))
     if bool(bad.any()):
         raise ValueError(f"targets: values must be in [0, {v_total}) or ignore_index={ignore_index}")
-    use_triton = _use_triton(impl, hidden, softcap, need_zmean)
+    use_triton = _use_triton(impl, hidden, v_r)
     return dict(
         hidden=hidden.reshape(n, d),
         targets=flat_t,
@@ -358,11 +354,11 @@ def _prepare(
     )
 
 
-def _use_triton(impl: Any, hidden: Any, softcap: float | None, need_zmean: bool) -> bool:
+def _use_triton(impl: Any, hidden: Any, weight_rows: int) -> bool:
     """Whether a rank reduces its shard with the fused Triton kernels (else: chunked torch matmuls)."""
     torch = _backend.torch()
     check_choice(impl, "impl", ("auto", "torch", "triton"))
-    fits = hidden.dtype != torch.float64 and not (need_zmean and softcap is not None)
+    fits = hidden.dtype != torch.float64 and weight_rows > 0
     if impl == "auto":
         return hidden.device.type == "cuda" and _backend.has_triton() and fits
     if impl == "torch":
@@ -370,7 +366,7 @@ def _use_triton(impl: Any, hidden: Any, softcap: float | None, need_zmean: bool)
     if not _backend.has_triton():
         raise ValueError("impl: 'triton' needs the triton package")
     if not fits:
-        raise ValueError("impl: 'triton' supports float32/bfloat16/float16, and label smoothing only without softcap")
+        raise ValueError("impl: 'triton' supports float32/bfloat16/float16 and a non-empty shard")
     if hidden.device.type != "cuda" and not _backend.triton_interpret():
         raise ValueError("impl: 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
     return True
@@ -465,8 +461,7 @@ def linear_cross_entropy_vocab_parallel(
 
     Args:
         hidden, weight_shard, targets, vocab_start, process_group, bias, softcap, temperature, ignore_index,
-            chunk_size, vocab_chunk_size, impl: as in :func:`linear_logprobs_vocab_parallel` (with label smoothing
-            and softcap together, "auto" uses the torch path).
+            chunk_size, vocab_chunk_size, impl: as in :func:`linear_logprobs_vocab_parallel`.
         reduction: "mean" (sum over tokens divided by the number of non-ignored tokens; 0 with zero gradients when
             every token is ignored), "sum", or "none" (shape of targets).
         label_smoothing: eps in [0, 1].
