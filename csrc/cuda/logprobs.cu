@@ -43,7 +43,9 @@ struct Stats {
   float m, s, a;
 };
 
-__device__ __forceinline__ Stats merge(Stats x, Stats y) {
+#define LOGLIK_HD __host__ __device__ __forceinline__
+
+LOGLIK_HD Stats merge(Stats x, Stats y) {
   if (x.s == 0.f) return y;
   if (y.s == 0.f) return x;
   const float m = fmaxf(x.m, y.m);
@@ -55,7 +57,7 @@ __device__ __forceinline__ Stats merge(Stats x, Stats y) {
   return r;
 }
 
-__device__ __forceinline__ Stats push(Stats st, float z) {
+LOGLIK_HD Stats push(Stats st, float z) {
   if (z == -INFINITY) return st;  // a masked logit (probability 0) changes nothing
   if (z <= st.m) {
     const float d = z - st.m;
@@ -73,9 +75,33 @@ __device__ __forceinline__ Stats push(Stats st, float z) {
   return st;
 }
 
-__device__ __forceinline__ float transform(float x, float inv_temp, float softcap) {
-  if (softcap > 0.f) x = softcap * tanhf(x / softcap);
-  return x * inv_temp;
+LOGLIK_HD float cap(float x, float softcap) { return softcap > 0.f ? softcap * tanhf(x / softcap) : x; }
+
+LOGLIK_HD float transform(float x, float inv_temp, float softcap) { return cap(x, softcap) * inv_temp; }
+
+// Row results from the merged statistics (written by one thread).
+LOGLIK_HD void finalize(Stats st, float zt, bool ignored, float* logprob, float* lse, float* entropy) {
+  const float log_s = logf(st.s);
+  const float l = st.m + log_s;
+  *lse = l;
+  *logprob = ignored ? 0.f : zt - l;
+  if (entropy) *entropy = ignored ? 0.f : fmaxf(log_s - st.a / st.s, 0.f);
+}
+
+// d loss / d x_j for one raw logit x_j (y = softcap(x), z = y * it, log p = z - lse).
+LOGLIK_HD float grad_element(float x, bool is_target, float it, float softcap, float l, float h, float g_lp,
+                             float g_ent, float g_lse) {
+  const float y = cap(x, softcap);
+  const float logp = y * it - l;
+  const float p = expf(logp);
+  float dz = is_target ? g_lp : 0.f;
+  if (p > 0.f) dz += -p * (g_lp - g_lse) - g_ent * p * (logp + h);  // p == 0 also covers logits of -inf
+  float dx = dz * it;
+  if (softcap > 0.f) {
+    const float r = y / softcap;
+    dx *= 1.f - r * r;
+  }
+  return dx;
 }
 
 __device__ Stats block_merge(Stats st) {
@@ -111,14 +137,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = threadIdx.x; j < v; j += kThreads) st = push(st, transform(to_float(x[j]), it, softcap));
   st = block_merge(st);
   if (threadIdx.x == 0) {
-    const float log_s = logf(st.s);
-    const float l = st.m + log_s;
     const int64_t t = targets[row];
-    const bool ignored = t == ignore_index;
     const float zt = (t >= 0 && t < v) ? transform(to_float(x[t]), it, softcap) : 0.f;
-    lse[row] = l;
-    logprobs[row] = ignored ? 0.f : zt - l;
-    if (entropy) entropy[row] = ignored ? 0.f : fmaxf(log_s - st.a / st.s, 0.f);
+    finalize(st, zt, t == ignore_index, logprobs + row, lse + row, entropy ? entropy + row : nullptr);
   }
 }
 
@@ -141,17 +162,7 @@ __global__ void __launch_bounds__(kThreads)
   const float l = lse[row];
   const float h = (entropy && g_ent != 0.f) ? entropy[row] : 0.f;
   for (int64_t j = threadIdx.x; j < v; j += kThreads) {
-    float y = to_float(x[j]);
-    if (softcap > 0.f) y = softcap * tanhf(y / softcap);
-    const float logp = y * it - l;
-    const float p = expf(logp);
-    float dz = (j == t ? g_lp : 0.f);
-    if (p > 0.f) dz += -p * (g_lp - g_lse) - g_ent * p * (logp + h);  // p == 0 also covers logits of -inf
-    float dx = dz * it;
-    if (softcap > 0.f) {
-      const float r = y / softcap;
-      dx *= 1.f - r * r;
-    }
+    const float dx = grad_element(to_float(x[j]), j == t, it, softcap, l, h, g_lp, g_ent, g_lse);
     g[j] = from_float<T>(ignored ? 0.f : dx);
   }
 }
@@ -240,6 +251,64 @@ extern "C" int loglik_cuda_logprobs_bwd(const void* logits, int dtype, int64_t n
       return bad_argument("unknown dtype code");
   }
   return check_launch("loglik_cuda_logprobs_bwd");
+}
+
+// Host emulation of the two kernels for float32 logits: the same per-thread strided online updates for kThreads
+// virtual threads, the same butterfly (xor) merge inside each warp and the same sequential merge of the warps, and
+// the same per-element gradient, so the arithmetic of the device code can be tested on a machine without a GPU.
+extern "C" int loglik_cuda_host_logprobs_fwd(const float* logits, int64_t n, int64_t v, int64_t row_stride,
+                                             const int64_t* targets, int64_t ignore_index, float inv_temp,
+                                             const float* inv_temp_rows, float softcap, float* logprobs, float* lse,
+                                             float* entropy) {
+  if (n < 0 || v < 1 || row_stride < v) return bad_argument("need n >= 0, v >= 1 and row_stride >= v");
+  Stats lanes[kThreads], next[32];
+  for (int64_t row = 0; row < n; ++row) {
+    const float* x = logits + row * row_stride;
+    const float it = inv_temp_rows ? inv_temp_rows[row] : inv_temp;
+    for (int tid = 0; tid < kThreads; ++tid) {
+      Stats st{-INFINITY, 0.f, 0.f};
+      for (int64_t j = tid; j < v; j += kThreads) st = push(st, transform(x[j], it, softcap));
+      lanes[tid] = st;
+    }
+    Stats r{-INFINITY, 0.f, 0.f};
+    for (int w = 0; w < kWarps; ++w) {
+      Stats* warp = lanes + 32 * w;
+      for (int off = 16; off > 0; off >>= 1) {
+        for (int lane = 0; lane < 32; ++lane) next[lane] = merge(warp[lane], warp[lane ^ off]);
+        for (int lane = 0; lane < 32; ++lane) warp[lane] = next[lane];
+      }
+      r = merge(r, warp[0]);
+    }
+    const int64_t t = targets[row];
+    const float zt = (t >= 0 && t < v) ? transform(x[t], it, softcap) : 0.f;
+    finalize(r, zt, t == ignore_index, logprobs + row, lse + row, entropy ? entropy + row : nullptr);
+  }
+  return 0;
+}
+
+extern "C" int loglik_cuda_host_logprobs_bwd(const float* logits, int64_t n, int64_t v, int64_t row_stride,
+                                             const int64_t* targets, int64_t ignore_index, float inv_temp,
+                                             const float* inv_temp_rows, float softcap, const float* lse,
+                                             const float* entropy, const float* grad_logprobs,
+                                             const float* grad_entropy, const float* grad_lse, float* grad_logits,
+                                             int64_t grad_row_stride) {
+  if (n < 0 || v < 1 || row_stride < v || grad_row_stride < v)
+    return bad_argument("need n >= 0, v >= 1 and row strides >= v");
+  if (grad_entropy && !entropy) return bad_argument("grad_entropy needs the forward's entropy");
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t t = targets[row];
+    const bool ignored = t == ignore_index;
+    const float it = inv_temp_rows ? inv_temp_rows[row] : inv_temp;
+    const float g_lp = (ignored || !grad_logprobs) ? 0.f : grad_logprobs[row];
+    const float g_ent = (ignored || !grad_entropy) ? 0.f : grad_entropy[row];
+    const float g_lse = (ignored || !grad_lse) ? 0.f : grad_lse[row];
+    const float h = (entropy && g_ent != 0.f) ? entropy[row] : 0.f;
+    for (int64_t j = 0; j < v; ++j) {
+      const float dx = grad_element(logits[row * row_stride + j], j == t, it, softcap, lse[row], h, g_lp, g_ent, g_lse);
+      grad_logits[row * grad_row_stride + j] = ignored ? 0.f : dx;
+    }
+  }
+  return 0;
 }
 
 extern "C" const char* loglik_cuda_last_error(void) { return g_last_error; }

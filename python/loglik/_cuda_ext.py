@@ -116,6 +116,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL | None:
         lib.loglik_cuda_logprobs_bwd.restype = i32
         lib.loglik_cuda_logprobs_bwd.argtypes = [vp, i32, i64, i64, i64, vp, i64, f32, vp, f32]
         lib.loglik_cuda_logprobs_bwd.argtypes += [vp, vp, vp, vp, vp, vp, i64, vp]
+        lib.loglik_cuda_host_logprobs_fwd.restype = i32
+        lib.loglik_cuda_host_logprobs_fwd.argtypes = [vp, i64, i64, i64, vp, i64, f32, vp, f32, vp, vp, vp]
+        lib.loglik_cuda_host_logprobs_bwd.restype = i32
+        lib.loglik_cuda_host_logprobs_bwd.argtypes = [vp, i64, i64, i64, vp, i64, f32, vp, f32, vp, vp, vp, vp, vp]
+        lib.loglik_cuda_host_logprobs_bwd.argtypes += [vp, i64]
     except AttributeError:
         return None
     return lib

@@ -37,6 +37,18 @@ int loglik_cuda_logprobs_bwd(const void* logits, int dtype, int64_t n, int64_t v
                              const float* grad_entropy, const float* grad_lse, void* grad_logits,
                              int64_t grad_row_stride, void* stream);
 
+// Host (CPU) emulations of the two kernels for float32 logits, with the same arithmetic and the same merge order
+// as the device code (host pointers; for testing the kernels' math on machines without a GPU).
+int loglik_cuda_host_logprobs_fwd(const float* logits, int64_t n, int64_t v, int64_t row_stride,
+                                  const int64_t* targets, int64_t ignore_index, float inv_temp,
+                                  const float* inv_temp_rows, float softcap, float* logprobs, float* lse,
+                                  float* entropy);
+int loglik_cuda_host_logprobs_bwd(const float* logits, int64_t n, int64_t v, int64_t row_stride,
+                                  const int64_t* targets, int64_t ignore_index, float inv_temp,
+                                  const float* inv_temp_rows, float softcap, const float* lse, const float* entropy,
+                                  const float* grad_logprobs, const float* grad_entropy, const float* grad_lse,
+                                  float* grad_logits, int64_t grad_row_stride);
+
 // Message of the last failing call in this thread ("" if none).
 const char* loglik_cuda_last_error(void);
 
