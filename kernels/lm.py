@@ -601,6 +601,34 @@ def _blocks(block: int | None, default: int, name: str, minimum: int = 16) -> in
     return b
 
 
+# Launch defaults on a GPU, per kernel and operand dtype: (block_n, block_v, block_d, num_warps, num_stages). Chosen
+# so that sm_90 code needs no register spills (checked by compiling ahead of time for GPUTarget("cuda", 90, 32) and
+# reading cuobjdump --dump-resource-usage: STACK 0); not yet timed on a GPU. The interpreter uses 16-wide tiles.
+_GPU_DEFAULTS = {
+    ("fwd", True): (64, 128, 64, 8, 3),  # 16-bit operands
+    ("fwd", False): (64, 128, 32, 8, 3),  # float32 operands
+    ("bwd", True): (64, 64, 64, 8, 3),
+    ("bwd", False): (64, 64, 32, 8, 2),
+}
+
+
+def _launch_config(kind: str, dtype: Any, block_n: Any, block_v: Any, block_d: Any, num_warps: Any) -> tuple:
+    """(bn, bv, bd, launch options) for a fused-head kernel: user values where given, else the defaults above."""
+    if _interpret():
+        dn, dv, dd, nw, ns = 16, 16, 16, None, None
+    else:
+        dn, dv, dd, nw, ns = _GPU_DEFAULTS[(kind, dtype != _torch().float32)]
+    bn = _blocks(block_n, dn, "block_n")
+    bv = _blocks(block_v, dv, "block_v")
+    bd = _blocks(block_d, dd, "block_d")
+    opts = {}
+    if num_warps is not None or nw is not None:
+        opts["num_warps"] = int(num_warps if num_warps is not None else nw)
+    if ns is not None:
+        opts["num_stages"] = ns
+    return bn, bv, bd, opts
+
+
 def _default_splits(device: Any, row_blocks: int, n_tiles: int) -> int:
     torch = _torch()
     if device.type != "cuda":
@@ -684,9 +712,7 @@ def linear_logprobs_fwd(
         bias = _row_vector(bias, v, "bias", device)
     temp_t, inv_temp, per_row = _temperature_args(temperature, n, device)
     cap, has_cap = _softcap_arg(softcap)
-    bn = _blocks(block_n, 16 if _interpret() else 64, "block_n")
-    bv = _blocks(block_v, 16 if _interpret() else 128, "block_v")
-    bd = _blocks(block_d, 16 if _interpret() else 64, "block_d")
+    bn, bv, bd, opts = _launch_config("fwd", hidden.dtype, block_n, block_v, block_d, num_warps)
     row_blocks = triton.cdiv(max(n, 1), bn)
     n_tiles = triton.cdiv(v, bv)
     splits = _default_splits(device, row_blocks, n_tiles) if num_splits is None else int(num_splits)
@@ -696,7 +722,6 @@ def linear_logprobs_fwd(
     f32 = dict(device=device, dtype=torch.float32)
     m, s, a, tz, zs = (torch.empty((n, splits), **f32) for _ in range(5))
     dummy = m
-    opts = {} if num_warps is None else {"num_warps": num_warps}
     if n > 0:
         _linear_fwd_kernel[(row_blocks, splits)](
             hidden, weight, dummy if bias is None else bias, targets, dummy if temp_t is None else temp_t,
@@ -791,9 +816,7 @@ def linear_logprobs_bwd(
     bias_f = _row_vector(bias, v, "bias", device) if bias is not None else None
     temp_t, inv_temp, per_row = _temperature_args(temperature, n, device)
     cap, has_cap = _softcap_arg(softcap)
-    bn = _blocks(block_n, 16 if _interpret() else 64, "block_n")
-    bv = _blocks(block_v, 16 if _interpret() else 128, "block_v")
-    bd = _blocks(block_d, 16 if _interpret() else 64, "block_d")
+    bn, bv, bd, opts = _launch_config("bwd", hidden.dtype, block_n, block_v, block_d, num_warps)
     dummy = lse
     common = (
         hidden, weight, dummy if bias_f is None else bias_f, targets, dummy if temp_t is None else temp_t,
@@ -808,9 +831,8 @@ def linear_logprobs_bwd(
         BLOCK_N=bn,
         BLOCK_V=bv,
         BLOCK_D=bd,
+        **opts,
     )
-    if num_warps is not None:
-        consts["num_warps"] = num_warps
     strides = (hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1))
     grad_hidden = grad_weight = grad_bias = None
     if needs_hidden_grad:

@@ -8,8 +8,11 @@ conftest.py does not switch Triton to the interpreter.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +214,60 @@ def test_cuda_kernel_arithmetic_on_the_host(built_lib: Path, opts: dict[str, Any
     ref = torch.autograd.grad((g_lp * rlp + g_ent * rent + keep * g_lse * rlse).sum(), ld)[0]
     assert _err(grad, ref) < 1e-5 * max(1.0, float(ref.abs().max()))
     assert grad[2].abs().max() == 0
+
+
+_AOT_SCRIPT = r"""
+import json, os, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from loglik.kernels import lm as K
+
+out = {}
+ptrs = ["OUT_M", "OUT_S", "OUT_A", "OUT_TZ", "OUT_ZS", "LSE", "ENT", "G_LP", "G_ENT", "G_LSE", "G_ZM", "GH", "GW", "GB"]
+for dt, tdt in (("bf16", "bfloat16"), ("fp32", "float32")):
+    import torch
+    types = dict(H="*" + dt, W="*" + dt, L="*" + dt, GL="*" + dt, B="*fp32", T="*i64", TEMP="*fp32",
+                 inv_temp="fp32", softcap="fp32", **{p: "*fp32" for p in ptrs})
+    jobs = [(K._linear_fwd_kernel, "fwd"), (K._linear_bwd_hidden_kernel, "bwd"), (K._linear_bwd_weight_kernel, "bwd")]
+    if dt == "fp32":
+        jobs += [(K._logits_fwd_kernel, None), (K._logits_bwd_kernel, None)]
+    for kernel, kind in jobs:
+        if kind is None:
+            consts = dict(HAS_SOFTCAP=True, TEMP_PER_ROW=True, BLOCK_N=4, BLOCK_V=1024)
+            opts = {"num_warps": 4}
+        else:
+            bn, bv, bd, opts = K._launch_config(kind, getattr(torch, tdt), None, None, None, None)
+            consts = dict(HAS_BIAS=True, HAS_SOFTCAP=True, TEMP_PER_ROW=True, UPCAST=False, PRECISION="ieee",
+                          BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd)
+        sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in kernel.arg_names}
+        src = ASTSource(fn=kernel, signature=sig,
+                        constexprs={(kernel.arg_names.index(k),): v for k, v in consts.items()})
+        ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+        out[f"{dt}:{kernel.fn.__name__}"] = len(ck.asm["cubin"])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_sm90_without_a_gpu() -> None:
+    """Compile the Triton kernels ahead of time for an H100/H200 (sm_90) with their default launch settings.
+
+    The interpreter cannot catch compile-time problems of the real code path (layouts, dot operand types,
+    shared memory); this does, with Triton's bundled ptxas and no GPU. It runs in a subprocess because
+    conftest.py switched this process to the interpreter.
+    """
+    triton = pytest.importorskip("triton")
+    from triton.backends import backends
+
+    if "nvidia" not in backends:
+        pytest.skip("Triton was built without its NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    compiled = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(compiled) == 8 and all(size > 0 for size in compiled.values()), compiled
+    assert triton.__version__
