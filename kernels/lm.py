@@ -56,8 +56,8 @@ tiles, forms the logit gradient ``dz`` in registers and accumulates ``grad_hidde
 ``grad_bias[cols] += sum_rows dz``. Each output element is owned by exactly one program, which adds into a float32
 buffer with relaxed ``tl.atomic_add`` (used only for memory coherence, so the result is bit-for-bit reproducible).
 Cost: 4 N*V*D multiply-adds instead of the 3 of a single pass with contended atomics; buffers: float32 [N, D] and
-[V, D]. With ``deterministic=False`` pass A is also split over the vocabulary (more programs when N is small), and
-those programs share grad_hidden rows through contended atomics.
+[V, D]. Pass A is also split over the vocabulary when N is small against the GPU: deterministically with up to 4
+float32 [N, D] slices summed afterwards, or (``deterministic=False``) with contended atomics into one buffer.
 
 Precision: products accumulate in float32. float32 inputs use IEEE float32 dots unless ``allow_tf32`` (default:
 ``torch.backends.cuda.matmul.allow_tf32``, i.e. the same choice torch's own matmul makes). bfloat16/float16 inputs use
@@ -280,6 +280,7 @@ def _linear_bwd_hidden_kernel(
     inv_temp,
     softcap,
     tiles_per_split,
+    gh_split_stride,
     HAS_BIAS: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
     TEMP_PER_ROW: tl.constexpr,
@@ -326,7 +327,10 @@ def _linear_bwd_hidden_kernel(
                 w = w.to(tl.float32)
             part = tl.dot(dx, w, input_precision=PRECISION)
             tl.atomic_add(
-                GH + rows64[:, None] * D + ds[None, :], part, mask=row_mask[:, None] & dmask[None, :], sem="relaxed"
+                GH + pid_s * gh_split_stride + rows64[:, None] * D + ds[None, :],
+                part,
+                mask=row_mask[:, None] & dmask[None, :],
+                sem="relaxed",
             )
 
 
@@ -612,6 +616,10 @@ _GPU_DEFAULTS = {
 }
 
 
+# Pass A's vocabulary splits in deterministic mode each need a float32 [N, D] buffer: at most this many.
+_MAX_DETERMINISTIC_SPLITS = 4
+
+
 def _launch_config(kind: str, dtype: Any, block_n: Any, block_v: Any, block_d: Any, num_warps: Any) -> tuple:
     """(bn, bv, bd, launch options) for a fused-head kernel: user values where given, else the defaults above."""
     if _interpret():
@@ -780,12 +788,13 @@ def linear_logprobs_bwd(
         grad_lse: optional [N] upstream gradient of lse (e.g. a z-loss).
         grad_logit_mean: optional [N] upstream gradient of the forward's logit mean (label smoothing).
         needs_hidden_grad, needs_weight_grad: skip pass A / pass B when False (returns None there).
-        deterministic: True (default): every grad_hidden element is owned by one program, bit-for-bit
-            reproducible. False: pass A also splits the vocabulary (``hidden_splits`` programs per row block,
-            default: enough to fill the GPU) and those programs add into grad_hidden with contended float32 atomics,
-            so the summation order (and the last bits) may change from run to run. Use it when N / block_n is
-            small compared with the number of SMs.
-        hidden_splits: vocabulary splits of pass A when not deterministic.
+        deterministic: pass A splits the vocabulary over ``hidden_splits`` programs per row block (more
+            parallelism when N / block_n is small against the number of SMs). True (default): each split adds
+            into its own float32 [N, D] slice (at most 4 slices), summed in a fixed order, so results are
+            bit-for-bit reproducible. False: all splits add into one buffer with contended float32 atomics (no
+            extra memory, any number of splits; the last bits may change from run to run).
+        hidden_splits: vocabulary splits of pass A (default: enough programs to fill the GPU; 1 in the
+            interpreter).
         block_n, block_v, block_d, allow_tf32, num_warps: tuning knobs as in the forward.
 
     Returns:
@@ -836,19 +845,22 @@ def linear_logprobs_bwd(
     strides = (hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1))
     grad_hidden = grad_weight = grad_bias = None
     if needs_hidden_grad:
-        gh = torch.zeros((n, d), device=device, dtype=torch.float32)
+        row_blocks, n_tiles = triton.cdiv(max(n, 1), bn), triton.cdiv(v, bv)
+        splits = _default_splits(device, row_blocks, n_tiles) if hidden_splits is None else int(hidden_splits)
+        if deterministic:
+            splits = min(splits, _MAX_DETERMINISTIC_SPLITS)
+        splits = max(1, min(splits, n_tiles))
+        tiles_per_split = triton.cdiv(n_tiles, splits)
+        splits = triton.cdiv(n_tiles, tiles_per_split)
+        # deterministic: one float32 [N, D] slice per split, summed in a fixed order; else one shared buffer
+        parts = splits if deterministic else 1
+        gh = torch.zeros((parts, n, d), device=device, dtype=torch.float32)
         if n > 0:
-            row_blocks, n_tiles = triton.cdiv(n, bn), triton.cdiv(v, bv)
-            splits = 1
-            if not deterministic:
-                splits = _default_splits(device, row_blocks, n_tiles) if hidden_splits is None else int(hidden_splits)
-                splits = max(1, min(splits, n_tiles))
-            tiles_per_split = triton.cdiv(n_tiles, splits)
-            splits = triton.cdiv(n_tiles, tiles_per_split)
             _linear_bwd_hidden_kernel[(row_blocks, splits)](
-                *common, gh, n, v, d, *strides, inv_temp, cap, tiles_per_split, **consts
-            )
-        grad_hidden = gh.to(hidden.dtype)
+                *common, gh, n, v, d, *strides, inv_temp, cap, tiles_per_split, n * d if deterministic else 0,
+                **consts,
+            )  # fmt: skip
+        grad_hidden = (gh[0] if parts == 1 else gh.sum(dim=0)).to(hidden.dtype)
     if needs_weight_grad:
         gw = torch.zeros((v, d), device=device, dtype=torch.float32)
         gb = torch.zeros((v,), device=device, dtype=torch.float32)

@@ -169,7 +169,10 @@ def test_backward_is_deterministic_and_skips_unneeded_passes() -> None:
     assert gw is None and gb is None and torch.equal(gh, first[0])
     gh, gw, gb = K.linear_logprobs_bwd(h, w, t, lse, g_lp, bias=b, needs_hidden_grad=False, **BLOCKS)
     assert gh is None and torch.equal(gw, first[1]) and torch.equal(gb, first[2])
-    # vocabulary-split pass A (contended atomics): same values up to summation order
+    # vocabulary-split pass A: per-split slices (deterministic) or contended atomics: same values up to summation order
+    split1 = K.linear_logprobs_bwd(h, w, t, lse, g_lp, bias=b, hidden_splits=3, **BLOCKS)[0]
+    split2 = K.linear_logprobs_bwd(h, w, t, lse, g_lp, bias=b, hidden_splits=3, **BLOCKS)[0]
+    assert torch.equal(split1, split2) and _err(split1, first[0]) < 1e-6
     gh, gw, _ = K.linear_logprobs_bwd(h, w, t, lse, g_lp, bias=b, deterministic=False, hidden_splits=3, **BLOCKS)
     assert _err(gh, first[0]) < 1e-6 and torch.equal(gw, first[1])
 
