@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", choices=(*NOISES, "all"), default="all", help="noise model (default: all)")
     parser.add_argument("--image", choices=IMAGES, default="camera", help="scikit-image test image (default: camera)")
     parser.add_argument("--size", type=int, default=128, help="side of the (downsampled, cropped) image (128)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per noise model (default: 1500)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per noise model (default: 1000)")
     parser.add_argument("--batch", type=int, default=16, help="patches per step (default: 16)")
     parser.add_argument("--patch", type=int, default=40, help="training patch side (default: 40)")
     parser.add_argument("--width", type=int, default=32, help="hidden channels of the CNN (default: 32)")
@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--out", default="denoise.png", help="PNG to write (default: denoise.png)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads for training (default: 1; a net this small gains little from more, and on a busy "
+        "machine oversubscribed torch threads run several times slower)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny image and a few steps (smoke test, seconds)")
 
 
@@ -142,12 +149,23 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     if args.quick:
-        args.size, args.steps, args.batch, args.patch, args.width, args.depth = 32, 30, 4, 24, 8, 3
-    for name in ("size", "steps", "batch", "patch", "width", "depth"):
+        args.size, args.steps, args.batch, args.patch, args.width, args.depth = 32, 20, 4, 24, 8, 3
+    for name in ("size", "steps", "batch", "patch", "width", "depth", "torch_threads"):
         if getattr(args, name) < (2 if name == "depth" else 1):
-            raise SystemExit(f"loglik denoise: --{name} must be positive")
+            raise SystemExit(f"loglik denoise: --{name.replace('_', '-')} must be positive")
     if not 0 < args.sigma_min <= args.sigma_max:
         raise SystemExit("loglik denoise: need 0 < --sigma-min <= --sigma-max")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.torch_threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
     clean = load_image(args.image, args.size)
     noises = list(NOISES) if args.noise == "all" else [args.noise]
     print(
