@@ -88,8 +88,10 @@ def _err(a: Any, b: Any) -> float:
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("opts", [{}, {"softcap": 30.0, "temperature": "rows"}, {"temperature": 0.3}])
-def test_cuda_logprobs_from_logits(built_lib: Path, dtype: Any, opts: dict[str, Any]) -> None:
-    os.environ["LOGLIK_CUDA_LIB"] = str(built_lib)
+def test_cuda_logprobs_from_logits(
+    built_lib: Path, dtype: Any, opts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGLIK_CUDA_LIB", str(built_lib))
     _cuda_ext._load_cached.cache_clear()
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(0)
