@@ -136,7 +136,7 @@ def _vocab_parallel_fn() -> Any:
     """The autograd Function (built on first use so that importing this module does not import torch)."""
     torch = _backend.torch()
 
-    class _VocabParallelStats(torch.autograd.Function):
+    class _VocabParallelStats(torch.autograd.Function):  # type: ignore[name-defined]
         """(logprobs, lse, entropy, mean logit) [N] over a vocabulary-sharded head (differentiable)."""
 
         @staticmethod
