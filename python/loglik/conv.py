@@ -235,7 +235,14 @@ def _torch_ops() -> Any:
         gy = gy.contiguous()
         gx = gin(gy, w, list(x.shape), s, p, d) if ctx.needs_input_grad[0] else None
         gwt = gw(x, gy, list(w.shape), s, p, d) if ctx.needs_input_grad[1] else None
-        gb = gy.sum(dim=(0, 2, 3, 4)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gb = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            # numpy on CPU: a torch reduction here would leave torch's OpenMP pool spinning while the next
+            # loglik kernel runs on the same cores.
+            if gy.is_cuda or type(gy) is not torch.Tensor:  # CUDA, or fake/functional tensors under tracing
+                gb = gy.sum(dim=(0, 2, 3, 4))
+            else:
+                gb = torch.from_numpy(gy.numpy().sum(axis=(0, 2, 3, 4)))
         return gx, gwt, gb, None, None, None
 
     fwd.register_autograd(backward, setup_context=setup_context)
@@ -279,9 +286,21 @@ def _torch_check(t: Any, name: str, *, check_finite: bool) -> Any:
         raise TypeError(f"{name}: expected a torch.Tensor like x, got {type(t).__name__}")
     if t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name}: expected float32 or float64, got {t.dtype}")
-    if check_finite and not bool(torch.isfinite(t).all()):
+    if check_finite and not _all_finite(t):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return t
+
+
+def _all_finite(t: Any) -> bool:
+    torch = _backend.torch()
+    if t.is_cuda:
+        return bool(torch.isfinite(t).all())
+    # One float64 sum on the caller's thread (NaN/inf propagate, float32 cannot overflow it); the exact elementwise
+    # check runs only when the sum is not finite. Avoids waking torch's thread pool between loglik kernels.
+    a = t.detach().numpy()
+    if np.isfinite(a.sum(dtype=np.float64)):
+        return True
+    return bool(np.isfinite(a).all())
 
 
 def _torch_args(x, weight, bias, check_finite: bool) -> None:

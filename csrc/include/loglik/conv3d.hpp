@@ -97,6 +97,13 @@ inline __attribute__((always_inline)) V vbroadcast(T s) {
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
+// Below this many multiply-adds (or copied elements) a kernel runs on the calling thread: waking the OpenMP team
+// costs more than it saves, and far more on a loaded machine.
+constexpr int64_t kParallelMinWork = int64_t(1) << 18;
+inline int64_t macs(const Geometry& g) {
+  return g.n * g.o * g.out[0] * g.out[1] * g.out[2] * g.c * g.k[0] * g.k[1] * g.k[2];
+}
+
 // Zero-initialised, 64-byte aligned scratch buffer (rows of whole vectors then start on a cache line).
 template <class T>
 struct Buffer {
@@ -222,7 +229,7 @@ std::unique_ptr<Buffer<T>> phase_split(const Geometry& g, const T* x, int64_t lp
   const int64_t rows = g.n * g.c * g.in[0] * g.in[1], E = g.in[2], se = g.stride[2], pe = g.pad[2];
   auto out = std::make_unique<Buffer<T>>(rows * se * lp);
   T* buf = out->data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * E > kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) {
     const T* src = x + r * E;
     T* dst = buf + r * se * lp;
@@ -264,7 +271,7 @@ void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y
   std::vector<int64_t> toff(KE);
   for (int64_t k = 0; k < KE; ++k) toff[k] = ((k * de) % se) * lp + (k * de) / se;
 
-#pragma omp parallel
+#pragma omp parallel if (macs(g) > kParallelMinWork)
   {
     std::vector<const T*> rowp(C * KX * KY), wrow(C * KX * KY);
     std::vector<int64_t> widx(C * KX * KY), twoff(KE);
@@ -310,7 +317,7 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
   // Zero-padded copy of gy: row (n, o, x, y) holds gy[e] at TL + e.
   const int64_t grows = N * O * OX * OY;
   Buffer<T> G(grows * lg);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (grows * OE > kParallelMinWork)
   for (int64_t r = 0; r < grows; ++r)
     std::memcpy(G.data() + r * lg + TL, gy + r * OE, static_cast<size_t>(OE) * sizeof(T));
   const int64_t K = O * KX * KY * KE;
@@ -329,7 +336,7 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
         poff[r].push_back(TL - (k * de - r) / se);
       }
 
-#pragma omp parallel
+#pragma omp parallel if (macs(g) > kParallelMinWork)
   {
     std::vector<const T*> rowp(O * KX * KY), wrow(O * KX * KY);
     std::vector<int64_t> widx(O * KX * KY), twoff(KE), toff(KE);
@@ -439,7 +446,7 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
   const int64_t nvec = (OE + L - 1) / L, lg = nvec * L;
   const int64_t grows = N * O * OX * OY;
   Buffer<T> G(grows * lg);  // gy rows zero-padded to whole vectors
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (grows * OE > kParallelMinWork)
   for (int64_t r = 0; r < grows; ++r)
     std::memcpy(G.data() + r * lg, gy + r * OE, static_cast<size_t>(OE) * sizeof(T));
   std::vector<int64_t> toff(KE);
@@ -458,7 +465,7 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
   const int64_t accsz = C * KX * KY * KE * 4 * L;  // per task: [(c, kx, ky)][ke][j][lane]
   std::vector<T> acc(static_cast<size_t>(nb * nchunks * accsz), T(0));
 
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (macs(g) > kParallelMinWork)
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t ch = 0; ch < nchunks; ++ch) {
       const auto [o0, ob] = oblocks[b];
@@ -492,7 +499,7 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
     }
   // Reduce chunks and lanes: gw[o0 + j, c, kx, ky, ke].
   const int64_t CK = C * KX * KY;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (nb * CK * KE * nchunks * L > kParallelMinWork)
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t ck = 0; ck < CK; ++ck) {
       const auto [o0, ob] = oblocks[b];
