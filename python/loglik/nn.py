@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _backend, lm
 
-__all__ = ["LinearCrossEntropy", "LinearLogprobs"]
+__all__ = ["LinearCrossEntropy", "LinearLogprobs"]  # noqa: F822 (built lazily by __getattr__)
 
 
 @functools.cache
