@@ -477,3 +477,28 @@ def test_triton_dispatch_interpreted():
     exp = ref.linear_cross_entropy(h64, w64, t, z_loss=0.01)
     for a, e in zip(torch.autograd.grad(loss, (h, w)), torch.autograd.grad(exp, (h64, w64)), strict=True):
         torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
+
+
+def test_process_group_delegates_to_vocab_parallel():
+    # One-rank gloo group in this process: the public API with process_group= must match the single-process path.
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised here")
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        h, w, b, t = _inputs(torch.float64, shape=(2, 5), d=6, v=13)
+        group = dist.group.WORLD
+        lp, ent = loglik.linear_logprobs(h, w, t, bias=b, return_entropy=True, process_group=group, vocab_start=0)
+        e_lp, e_ent = loglik.linear_logprobs(h, w, t, bias=b, return_entropy=True)
+        torch.testing.assert_close(lp, e_lp)
+        torch.testing.assert_close(ent, e_ent)
+        kw = {"label_smoothing": 0.1, "z_loss": 0.01, "softcap": 3.0}
+        loss = loglik.linear_cross_entropy(h, w, t, process_group=group, vocab_start=0, **kw)
+        torch.testing.assert_close(loss, loglik.linear_cross_entropy(h, w, t, **kw))
+    finally:
+        dist.destroy_process_group()
