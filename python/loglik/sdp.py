@@ -180,6 +180,30 @@ def kmeans_sdp(
     )
     stages = [{"rank": r, "n_iter": cinfo["n_iter"], "objective": -cinfo["objective"], "accepted": True}]
     total_iter = int(cinfo["n_iter"])
+    # The augmented Lagrangian has spurious infeasible stationary points (all mass on a few rows, seen for tiny n
+    # with K close to n). Restart from fresh points when the solve ends far from feasible; keep the best.
+    restarts = 0
+    while cinfo["feas_inf"] > max(100 * tol, 1e-4) and restarts < 3 and total_iter < max_iter:
+        restarts += 1
+        if restarts == 1 and K > 1:
+            U0 = _membership_factor(_round_rows(Xn, K, seed + restarts, n_init), K, r, seed + restarts)
+        else:
+            U0 = rng.random((n, r))
+        U2, y2, c2 = solve(
+            W,
+            None,
+            trace,
+            U0[None],
+            np.zeros(n),
+            max_iter=max_iter - total_iter,
+            tol=tol,
+            tol_kkt=tol,
+            verbose=int(bool(verbose)),
+        )
+        total_iter += int(c2["n_iter"])
+        stages.append({"rank": r, "n_iter": c2["n_iter"], "objective": -c2["objective"], "accepted": True})
+        if c2["feas_inf"] < cinfo["feas_inf"]:
+            U, y, cinfo = U2, y2, c2
     # Rank escalation: the exactly parametrised problem (r = rank Z*) converges linearly while an over-parametrised
     # one crawls, so start at r = K and add one column at a time while it still raises the objective.
     while r < r_max and total_iter < max_iter:
@@ -216,6 +240,7 @@ def kmeans_sdp(
     info["multipliers"] = np.asarray(y) * s * m * m
     info["rank"] = r
     info["stages"] = stages
+    info["restarts"] = restarts
     info["init_seconds"] = t_init - t0
     info["solve_seconds"] = t1 - t_init
     info["round_seconds"] = time.perf_counter() - t1
@@ -236,6 +261,8 @@ def ila_sdp(
     tol: float = 1e-6,
     seed: int | None = None,
     verbose: bool = False,
+    soft_memberships: bool = True,
+    warm_start: str = "multipliers",
 ) -> SDPResult:
     """Iterative likelihood-adjusted SDP (iLA-SDP) for Gaussian mixtures with cluster-specific covariances.
 
@@ -336,6 +363,14 @@ def ila_sdp(
             s = 1.0
         if s_prev is not None:
             y *= s_prev / s
+        if rounds > 1 and warm_start != "full":
+            # a warm-started nonnegative factor tends to stay in the previous partition's basin: restart U from
+            # noise (blended with the previous factor for "blend") and keep the multipliers and penalty
+            fresh = np.random.default_rng(seed + rounds).random((K, n, r))
+            fresh *= np.sqrt(1.0 / (fresh**2).sum((1, 2)))[:, None, None]
+            U = fresh if warm_start == "multipliers" else 0.5 * (U + fresh)
+            if warm_start == "none":
+                y, sigma = np.zeros(n), 0.0
         U, y, cinfo = _backend.C().sdp_bm_solve(
             np.ascontiguousarray(Wk / np.sqrt(s)),
             np.ascontiguousarray(c / s),
@@ -350,9 +385,10 @@ def ila_sdp(
         U, y = np.asarray(U), np.asarray(y)
         sigma = float(cinfo["sigma"])
         s_prev = s
-        memberships = np.clip(np.einsum("knr,kr->nk", U, U.sum(1)), 0, None)
-        memberships /= np.maximum(memberships.sum(1, keepdims=True), 1e-300)
-        new = memberships.argmax(1).astype(np.int64)  # block k is cluster k in every round: no relabelling
+        soft = np.clip(np.einsum("knr,kr->nk", U, U.sum(1)), 0, None)
+        soft /= np.maximum(soft.sum(1, keepdims=True), 1e-300)
+        new = soft.argmax(1).astype(np.int64)  # block k is cluster k in every round: no relabelling
+        memberships = soft if soft_memberships else np.eye(K)[new]
         # objective in nats, in the units of X (the 1/m scaling shifts logdet by 2 p log m per point)
         objective = 0.5 * cinfo["objective"] * s + 0.5 * n * p * np.log(2 * np.pi) + n * p * np.log(m)
         nll = _hard_nll(Xn, new, means, covs, weights) + n * p * np.log(m)
@@ -372,7 +408,8 @@ def ila_sdp(
         )
         bar.set_postfix(objective=f"{objective:.6g}", changed=changed)
         labels = new
-        if changed == 0 and rounds > 1:
+        prev_obj = history[-2]["objective"] if len(history) > 1 else np.inf
+        if changed == 0 and abs(objective - prev_obj) <= 1e-3 * max(1.0, abs(objective)):
             converged = True
             break
     bar.close()

@@ -225,6 +225,7 @@ def ila_sdp(
     shrinkage: float | str = "auto",
     init: Any = None,
     seed: int | None = None,
+    soft_memberships: bool = True,
     **ignored: Any,
 ) -> SDPResult:
     """iLA-SDP with every LA-SDP solved exactly by cvxpy + SCS (tiny n only). Same rounds as ``loglik.ila_sdp``:
@@ -246,9 +247,10 @@ def ila_sdp(
         W, c = lasdp_coefficients(X, covs, weights)
         val, Z = lasdp(W, c)
         objective = 0.5 * val + 0.5 * n * X.shape[1] * np.log(2 * np.pi)
-        M = np.clip(Z.sum(2).T, 0, None)
-        M /= np.maximum(M.sum(1, keepdims=True), 1e-300)
-        new = M.argmax(1).astype(np.int64)
+        soft = np.clip(Z.sum(2).T, 0, None)
+        soft /= np.maximum(soft.sum(1, keepdims=True), 1e-300)
+        new = soft.argmax(1).astype(np.int64)
+        M = soft if soft_memberships else np.eye(K)[new]
         history.append({"round": rounds, "objective": objective, "changed": int((new != labels).sum())})
         if np.array_equal(new, labels):
             labels = new
