@@ -95,14 +95,22 @@ def run(quick: bool) -> list[Row]:
     xt, st = torch.from_numpy(x), torch.from_numpy(s)
     row, out = timed_row(SUITE, case, "loglik torch-cpu in/out", lambda: loglik.kde_score(xt, st, h), repeat=repeat)
     rows.append(metrics(row, out))
-    row, out = timed_row(
-        SUITE,
-        case,
-        f"torch chunked ({torch.get_num_threads()} threads)",
-        lambda: chunked_torch_kde_score(xt, st, h),
-        repeat=repeat,
-    )
-    rows.append(metrics(row, out))
+    # torch at its default thread count and at one thread (on a busy machine its OpenMP barriers can make the
+    # multi-threaded run the slower one); both measured, the reader picks
+    threads = torch.get_num_threads()
+    for n_threads in dict.fromkeys([threads, 1]):
+        torch.set_num_threads(n_threads)
+        try:
+            row, out = timed_row(
+                SUITE,
+                case,
+                f"torch chunked ({n_threads} thread{'s' if n_threads > 1 else ''})",
+                lambda: chunked_torch_kde_score(xt, st, h),
+                repeat=repeat,
+            )
+        finally:
+            torch.set_num_threads(threads)
+        rows.append(metrics(row, out))
     try:
         import pykeops  # noqa: F401
 

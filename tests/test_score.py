@@ -302,3 +302,20 @@ def test_streaming_memory_is_not_m_times_n():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert float(out.stdout.strip().splitlines()[-1]) < 100.0  # MB of peak-RSS growth
+
+
+@pytest.mark.gpu
+@pytest.mark.triton
+@pytest.mark.skipif(not _backend.has_cuda() or not _backend.has_triton(), reason="needs a CUDA device and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_auto_dispatch_uses_triton_and_matches_reference(dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 3, generator=gen, dtype=dtype)
+    s = torch.randn(3000, 3, generator=gen, dtype=dtype)
+    w = torch.rand(3000, generator=gen, dtype=dtype)
+    score, logpdf = loglik.kde_score(x.cuda(), s.cuda(), 0.3, weights=w.cuda(), return_logpdf=True)
+    assert score.device.type == "cuda" and score.dtype == dtype
+    want_s, want_l = truth(x.numpy(), s.numpy(), 0.3, w.numpy())
+    tol = TOL[np.float32 if dtype == torch.float32 else np.float64]
+    assert rel_err(score.cpu().numpy(), want_s) < tol
+    assert rel_err(logpdf.cpu().numpy(), want_l) < tol

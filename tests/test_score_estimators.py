@@ -373,9 +373,9 @@ def test_superpose_or_samples_the_mixture_and_tracks_logq():
     sde = loglik.VPSDE()
     (lq1, s1), (lq2, s2) = _two_gaussians(sde)
     gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(400, 2, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(300, 2, generator=gen, dtype=torch.float64)
     init = torch.stack([lq1(x0, 1.0), lq2(x0, 1.0)])
-    res = loglik.superpose([s1, s2], x0, sde, 250, mode="or", logq_init=init, generator=gen)
+    res = loglik.superpose([s1, s2], x0, sde, 500, mode="or", logq_init=init, generator=gen)
     frac = float((res.x[:, 0] > 0).double().mean())
     assert 0.4 < frac < 0.6
     assert float((res.x[:, 0].abs() - 2.0).abs().mean()) < 0.4  # samples sit on the two modes

@@ -11,11 +11,12 @@ from . import _backend
 
 torch = _backend.torch()
 nn = torch.nn
+_Module: Any = nn.Module
 
 __all__ = ["ScoreCNN"]
 
 
-class ScoreCNN(nn.Module):
+class ScoreCNN(_Module):
     """Fully convolutional, noise-conditional score model R(v, sigma) for images [B, C, H, W].
 
     The perturbation scale enters as an extra constant input channel log(sigma / sigma_ref); the output is divided by

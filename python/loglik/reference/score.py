@@ -45,7 +45,7 @@ def _kde_parts(x: Any, samples: Any, bandwidth: Any, weights: Any, chunk: int) -
             diff = xc[:, None, :] - s_t[None, :, :]  # [m, N, D]
             logits = logw[None, :] - (diff * diff).sum(-1) / (2 * h2)  # [m, N]
             lse = torch.logsumexp(logits, dim=1)
-            p = torch.softmax(logits, dim=1)
+            p = torch.exp(logits - lse[:, None])
             scores.append((p @ s_t - xc) / h2)
             logps.append(lse - 0.5 * d * torch.log(2 * math.pi * h2))
         return torch.cat(scores), torch.cat(logps)
