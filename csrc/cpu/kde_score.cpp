@@ -17,13 +17,15 @@ namespace {
 #define LOGLIK_KDE_MULTIVERSION 1
 template <class T>
 __attribute__((target("avx2,fma"))) void query_range_avx2(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1,
-                                                          T* score, T* logpdf) {
-  query_range_impl<T>(P, x, m0, m1, score, logpdf);
+                                                          int64_t j_lo, int64_t j_hi, T* score, T* logpdf,
+                                                          double* state) {
+  query_range_impl<T>(P, x, m0, m1, j_lo, j_hi, score, logpdf, state);
 }
 template <class T>
 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prefer-vector-width=512"))) void
-query_range_avx512(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1, T* score, T* logpdf) {
-  query_range_impl<T>(P, x, m0, m1, score, logpdf);
+query_range_avx512(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1, int64_t j_lo, int64_t j_hi, T* score,
+                   T* logpdf, double* state) {
+  query_range_impl<T>(P, x, m0, m1, j_lo, j_hi, score, logpdf, state);
 }
 #endif
 

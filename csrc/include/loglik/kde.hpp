@@ -129,9 +129,13 @@ Prepared<T> prepare(const T* samples, int64_t n, int64_t d, const T* log_weights
   return P;
 }
 
-// One query against all samples. DC > 0: compile-time dimension (unrolled); DC == 0: runtime dimension.
+// Running state of the reduction for one query: (max, sum, weighted sums[d]); the merge of two states is exact.
+// One query against the samples [j_lo, j_hi) (multiples of kBlock, or n_pad). DC > 0: compile-time dimension
+// (unrolled); DC == 0: runtime dimension. With state == nullptr the result is finalised into score / logpdf;
+// otherwise the partial state (max, sum, acc[0..d)) is written to state for a later merge.
 template <class T, int DC>
-LOGLIK_KDE_INLINE void one_query(const Prepared<T>& P, const T* x, T* lbuf, double* acc, T* score, T* logpdf) {
+LOGLIK_KDE_INLINE void one_query(const Prepared<T>& P, const T* x, int64_t j_lo, int64_t j_hi, T* lbuf, double* acc,
+                                 T* score, T* logpdf, double* state) {
   const int64_t d = DC > 0 ? DC : P.d;
   const int64_t n_pad = P.n_pad;
   const T* s_t = P.s_t.data();
@@ -141,8 +145,8 @@ LOGLIK_KDE_INLINE void one_query(const Prepared<T>& P, const T* x, T* lbuf, doub
   double run_sum = 0.0;
   for (int64_t k = 0; k < d; ++k) acc[k] = 0.0;
 
-  for (int64_t j0 = 0; j0 < n_pad; j0 += kBlock) {
-    const int64_t nb = std::min(kBlock, n_pad - j0);
+  for (int64_t j0 = j_lo; j0 < j_hi; j0 += kBlock) {
+    const int64_t nb = std::min(kBlock, j_hi - j0);
     // pass 1: logits of the block and their maximum
     T bmax = -std::numeric_limits<T>::infinity();
     if constexpr (DC > 0) {
@@ -219,6 +223,12 @@ LOGLIK_KDE_INLINE void one_query(const Prepared<T>& P, const T* x, T* lbuf, doub
     }
     run_sum += bsum;
   }
+  if (state) {
+    state[0] = run_max;
+    state[1] = run_sum;
+    for (int64_t k = 0; k < d; ++k) state[2 + k] = acc[k];
+    return;
+  }
   if (logpdf) *logpdf = static_cast<T>(run_max + std::log(run_sum) + P.log_norm);
   if (score) {
     const double inv = 1.0 / run_sum;
@@ -226,10 +236,11 @@ LOGLIK_KDE_INLINE void one_query(const Prepared<T>& P, const T* x, T* lbuf, doub
   }
 }
 
-// Queries [m0, m1) against all samples; the unit the OpenMP driver hands to each thread.
+// Queries [m0, m1) against samples [j_lo, j_hi); the unit the OpenMP driver hands to each thread. With state, the
+// partial states of the queries go to state[(i - m0) * (d + 2) ...] instead of score / logpdf.
 template <class T>
-LOGLIK_KDE_INLINE void query_range_impl(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1, T* score,
-                                        T* logpdf) {
+LOGLIK_KDE_INLINE void query_range_impl(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1, int64_t j_lo,
+                                        int64_t j_hi, T* score, T* logpdf, double* state) {
   alignas(64) T lbuf[kBlock];
   double acc[64];
   std::vector<double> acc_heap;
@@ -242,23 +253,25 @@ LOGLIK_KDE_INLINE void query_range_impl(const Prepared<T>& P, const T* x, int64_
   for (int64_t i = m0; i < m1; ++i) {
     T* sc = score ? score + i * d : nullptr;
     T* lp = logpdf ? logpdf + i : nullptr;
+    double* st = state ? state + (i - m0) * (d + 2) : nullptr;
     const T* xi = x + i * d;
     switch (d) {
-      case 1: one_query<T, 1>(P, xi, lbuf, accp, sc, lp); break;
-      case 2: one_query<T, 2>(P, xi, lbuf, accp, sc, lp); break;
-      case 3: one_query<T, 3>(P, xi, lbuf, accp, sc, lp); break;
-      case 4: one_query<T, 4>(P, xi, lbuf, accp, sc, lp); break;
-      default: one_query<T, 0>(P, xi, lbuf, accp, sc, lp); break;
+      case 1: one_query<T, 1>(P, xi, j_lo, j_hi, lbuf, accp, sc, lp, st); break;
+      case 2: one_query<T, 2>(P, xi, j_lo, j_hi, lbuf, accp, sc, lp, st); break;
+      case 3: one_query<T, 3>(P, xi, j_lo, j_hi, lbuf, accp, sc, lp, st); break;
+      case 4: one_query<T, 4>(P, xi, j_lo, j_hi, lbuf, accp, sc, lp, st); break;
+      default: one_query<T, 0>(P, xi, j_lo, j_hi, lbuf, accp, sc, lp, st); break;
     }
   }
 }
 
 template <class T>
-using QueryRangeFn = void (*)(const Prepared<T>&, const T*, int64_t, int64_t, T*, T*);
+using QueryRangeFn = void (*)(const Prepared<T>&, const T*, int64_t, int64_t, int64_t, int64_t, T*, T*, double*);
 
 template <class T>
-void query_range_portable(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1, T* score, T* logpdf) {
-  query_range_impl<T>(P, x, m0, m1, score, logpdf);
+void query_range_portable(const Prepared<T>& P, const T* x, int64_t m0, int64_t m1, int64_t j_lo, int64_t j_hi,
+                          T* score, T* logpdf, double* state) {
+  query_range_impl<T>(P, x, m0, m1, j_lo, j_hi, score, logpdf, state);
 }
 
 // x [m, d], samples [n, d] row-major; log_weights [n] normalised (logsumexp = 0) or nullptr for uniform weights;
@@ -269,10 +282,43 @@ void kde_reduce(const T* x, int64_t m, const T* samples, int64_t n, int64_t d, c
   if (!fn) fn = &query_range_portable<T>;
   const Prepared<T> P = prepare(samples, n, d, log_weights, bandwidth);
   const int64_t chunks = (m + kQueryChunk - 1) / kQueryChunk;
+  const int64_t threads = omp_get_max_threads();
+  const int64_t blocks = (P.n_pad + kBlock - 1) / kBlock;
+  if (chunks >= 2 * threads || threads == 1 || blocks < 2) {
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t m0 = c * kQueryChunk;
-    fn(P, x, m0, std::min(m, m0 + kQueryChunk), score, logpdf);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t m0 = c * kQueryChunk;
+      fn(P, x, m0, std::min(m, m0 + kQueryChunk), 0, P.n_pad, score, logpdf, nullptr);
+    }
+    return;
+  }
+  // Few queries, many samples: split the samples between the threads (block-aligned ranges), keep one partial
+  // state per (range, query), then merge the states exactly (log-sum-exp of the partial maxima).
+  const int64_t ranges = std::min(blocks, threads);
+  const int64_t stride = d + 2;
+  std::vector<double> states(static_cast<size_t>(ranges * m * stride));
+#pragma omp parallel for schedule(static, 1)
+  for (int64_t r = 0; r < ranges; ++r) {
+    const int64_t j_lo = (blocks * r / ranges) * kBlock;
+    const int64_t j_hi = std::min(P.n_pad, (blocks * (r + 1) / ranges) * kBlock);
+    fn(P, x, 0, m, j_lo, j_hi, nullptr, nullptr, states.data() + r * m * stride);
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t r = 0; r < ranges; ++r) mx = std::max(mx, states[(r * m + i) * stride]);
+    double sum = 0.0;
+    std::vector<double> acc(static_cast<size_t>(d), 0.0);
+    for (int64_t r = 0; r < ranges; ++r) {
+      const double* st = states.data() + (r * m + i) * stride;
+      if (!(st[1] > 0)) continue;  // a range without any sample of nonzero weight
+      const double scale = std::exp(st[0] - mx);
+      sum += st[1] * scale;
+      for (int64_t k = 0; k < d; ++k) acc[k] += st[2 + k] * scale;
+    }
+    if (logpdf) logpdf[i] = static_cast<T>(mx + std::log(sum) + P.log_norm);
+    if (score)
+      for (int64_t k = 0; k < d; ++k)
+        score[i * d + k] = static_cast<T>((acc[k] / sum - static_cast<double>(x[i * d + k])) * P.inv_h2);
   }
 }
 
