@@ -13,12 +13,14 @@ Sizes (chosen to keep the full run within about five minutes on 2 cores): the sy
 high-dimensional one) use ``SEEDS_SMALL`` = 20 seeds; n = 2000 cases, digits and the other real data sets (fixed
 data, so seeds only vary the methods' initialisation) use ``SEEDS_LARGE`` = 3 / ``SEEDS_REAL`` = 5. A method stops
 taking further seeds of a case once it has spent ``BUDGET_SECONDS`` on it (after at least ``MIN_SEEDS``); the
-``seeds`` metric records how many it ran (always the first ones, shared with the other methods). ``quick`` runs 3
-seeds on the n = 200 cases, the high-dimensional case and iris, wine, breast cancer.
+``seeds`` metric records how many it ran (always the first ones, shared with the other methods). iLA-SDP is left
+out on digits (K = 10: minutes per fit) unless ``LOGLIK_BENCH_CLUSTER_ALL=1``. ``quick`` runs 3 seeds on the
+n = 200 cases, the high-dimensional case and iris, wine, breast cancer.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import warnings
@@ -36,6 +38,9 @@ SEEDS_REAL = 5
 SEEDS_QUICK = 3
 BUDGET_SECONDS = 12.0
 MIN_SEEDS = 3
+# (case prefix, impl) pairs left out unless LOGLIK_BENCH_CLUSTER_ALL=1: iLA-SDP with K = 10 on digits took 80 s per
+# fit at n = 400 and 140 s at n = 800 on the 2-core development machine, far beyond this suite's budget.
+SLOW = {("accuracy digits", "loglik ila_sdp")}
 
 Dataset = tuple[np.ndarray, np.ndarray]
 
@@ -150,8 +155,12 @@ def _evaluate(
     from loglik import misclustering_error
 
     rows = []
+    run_all = os.environ.get("LOGLIK_BENCH_CLUSTER_ALL", "0") == "1"
     for impl, fit in methods:
         if fit is None:
+            continue
+        if not run_all and any(case.startswith(c) and impl == i for c, i in SLOW):
+            print(f"  {case:<34} {impl:<26} skipped (too slow for this suite; LOGLIK_BENCH_CLUSTER_ALL=1 runs it)")
             continue
         errors, times, failures = [], [], 0
         for s in range(seeds):
