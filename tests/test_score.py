@@ -278,6 +278,7 @@ def test_empty_queries(rng):
         ({"x": np.zeros((2, 2), dtype=complex)}, TypeError, "x"),
         ({"x": np.array([["a", "b"]])}, TypeError, "x"),
         ({"impl": "cuda"}, ValueError, "impl"),
+        ({"isa": "sse9"}, ValueError, "isa"),
     ],
 )
 @pytest.mark.parametrize("fn", [loglik.kde_score, loglik.kde_logpdf])

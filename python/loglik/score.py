@@ -145,6 +145,8 @@ def _pick_impl(impl: str, x: Any, samples: Any) -> str:
         raise ImportError("impl='cpp': loglik._C (the compiled core) is not available")
     if impl == "triton" and not _backend.has_triton():
         raise ImportError("impl='triton': Triton is not installed")
+    if impl == "triton" and not on_cuda and not _backend.triton_interpret():
+        raise ValueError("impl='triton': needs CUDA tensors (or TRITON_INTERPRET=1 to interpret the kernel on CPU)")
     return impl
 
 
@@ -228,6 +230,7 @@ def _kde(x: Any, samples: Any, bandwidth: Any, weights: Any, impl: str, isa: str
             _check_bandwidth(bandwidth)
         return _kde_parts(x, samples, bandwidth, weights, 1024)
     h = _check_bandwidth(bandwidth)
+    check_choice(isa, "isa", ("auto", "avx512", "avx2", "baseline"))
     impl = _pick_impl(impl, x, samples)
     if _needs_grad(x):
         return _kde_autograd(x, samples, h, weights, impl, isa)
