@@ -73,7 +73,16 @@ def _kde_parts(x: Any, samples: Any, bandwidth: Any, weights: Any, chunk: int) -
     return np.concatenate(scores), np.concatenate(logps)
 
 
-def kde_score(x: Any, samples: Any, bandwidth: Any, *, weights: Any = None, chunk: int = 1024, **_ignored: Any) -> Any:
+def kde_score(
+    x: Any,
+    samples: Any,
+    bandwidth: Any,
+    *,
+    weights: Any = None,
+    return_logpdf: bool = False,
+    chunk: int = 1024,
+    **_ignored: Any,
+) -> Any:
     """Score of a Gaussian KDE, grad_x log p(x), by materialising the [chunk, N] logits.
 
     Args:
@@ -81,12 +90,14 @@ def kde_score(x: Any, samples: Any, bandwidth: Any, *, weights: Any = None, chun
         samples: kernel centres [N, D].
         bandwidth: scalar h > 0 (a torch scalar tensor keeps autograd).
         weights: optional nonnegative weights [N] (need not sum to one).
-        chunk: queries per chunk.
+        return_logpdf: also return the log-density [M].
+        chunk: queries per chunk. Other keywords of loglik.kde_score (impl, isa) are accepted and ignored.
 
     Returns:
-        score [M, D] = (sum_j softmax_j(log w_j - ||x - s_j||^2 / 2h^2) s_j - x) / h^2.
+        score [M, D] = (sum_j softmax_j(log w_j - ||x - s_j||^2 / 2h^2) s_j - x) / h^2 (and logpdf [M]).
     """
-    return _kde_parts(x, samples, bandwidth, weights, chunk)[0]
+    score, logpdf = _kde_parts(x, samples, bandwidth, weights, chunk)
+    return (score, logpdf) if return_logpdf else score
 
 
 def kde_logpdf(x: Any, samples: Any, bandwidth: Any, *, weights: Any = None, chunk: int = 1024, **_ignored: Any) -> Any:
