@@ -4,7 +4,9 @@
 // the chosen block function, so no parallel region is ever outlined from an ISA-specific function.
 // FP exception flags are never inspected here; without trapping-math semantics GCC can if-convert the clamps of the
 // vectorised exp on targets without AVX-512 masks (otherwise the exp loop stays scalar on AVX2 and SSE).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
+#endif
 
 #include <string>
 
