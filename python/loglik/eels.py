@@ -411,7 +411,9 @@ def _build_cvae_class() -> type:
                 _ConvT(co, ci, k, s, k[2] // 2) for ci, co in reversed(list(zip(ins, chans, strict=True)))
             )
             # Per-channel log standard deviation of the Gaussian likelihood (fixed at 0 unless learned).
-            self.log_sigma = nn.Parameter(torch.zeros(self.n_energy), requires_grad=self.learn_variance)
+            self.log_sigma = nn.Parameter(
+                torch.zeros(self.n_energy), requires_grad=self.learn_variance and self.likelihood == "gaussian"
+            )
             self.register_buffer("scale", torch.ones(()))
 
         def encode(self, x):

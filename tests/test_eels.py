@@ -1,0 +1,266 @@
+"""EELS anomaly detection: synthetic Fe L-edge generator, PCA baseline, CVAE3D, reader and the ``loglik eels`` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import loglik
+from loglik import _backend
+
+needs_compiled = pytest.mark.skipif(not _backend.has_compiled(), reason="compiled core not built")
+
+
+def _auc(mask, scores):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(mask.ravel(), scores.ravel())
+
+
+@pytest.fixture(scope="module")
+def small_cube():
+    return loglik.synthetic_fe_spectrum_image((16, 16), 128, shift_ev=8.0, anomaly_fraction=0.1, seed=3)
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, loglik; loglik.CVAE3D; loglik.eels_anomaly_scores; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("edge", ["real", "model"])
+def test_synthetic_generator(edge):
+    d = loglik.synthetic_fe_spectrum_image((20, 15), 200, shift_ev=2.0, anomaly_fraction=0.05, seed=1, edge=edge)
+    cube, mask, energy, clean = d["cube"], d["mask"], d["energy"], d["clean"]
+    assert cube.shape == clean.shape == (20, 15, 200) and mask.shape == (20, 15) and energy.shape == (200,)
+    assert mask.sum() == round(0.05 * 300)
+    assert np.all(cube >= 0) and np.all(cube == np.round(cube))
+    assert np.allclose(np.diff(energy), 0.2)
+    assert energy[0] < 708 < energy[-1]
+    # the Poisson noise has the expected mean
+    assert abs(cube.sum() / clean.sum() - 1) < 0.01
+    # determinism
+    again = loglik.synthetic_fe_spectrum_image((20, 15), 200, shift_ev=2.0, anomaly_fraction=0.05, seed=1, edge=edge)
+    np.testing.assert_array_equal(again["cube"], cube)
+    # the edge of the anomalous region is shifted by 2 eV = 10 channels: compare edge onsets of the clean spectra
+    norm = clean / clean[..., -1:]
+    inside, outside = norm[mask].mean(0), norm[~mask].mean(0)
+    assert np.argmax(np.diff(inside)) - np.argmax(np.diff(outside)) == 10
+
+
+def test_synthetic_zero_shift_is_null():
+    d = loglik.synthetic_fe_spectrum_image((12, 12), 100, shift_ev=0.0, anomaly_fraction=0.2, seed=0)
+    # with no shift the region differs only by the smooth thickness/background maps, not by the edge
+    ratio = d["clean"] / d["clean"].sum(axis=2, keepdims=True)
+    assert np.abs(ratio[d["mask"]].mean(0) - ratio[~d["mask"]].mean(0)).max() < 0.05 * ratio.max()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"shape": (10,)}, "shape"),
+        ({"n_energy": 8}, "n_energy"),
+        ({"anomaly_fraction": 0.9}, "anomaly_fraction"),
+        ({"dose": -1.0}, "dose"),
+        ({"shift_ev": float("nan")}, "shift_ev"),
+        ({"edge": "xyz"}, "edge"),
+        ({"thickness_range": (0.0, 1.0)}, "thickness_range"),
+    ],
+)
+def test_synthetic_bad_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        loglik.synthetic_fe_spectrum_image(**kwargs)
+
+
+def test_pca_scores(small_cube):
+    """A pixel with noise no low-rank model can explain scores highest; shapes, windows and dispatch agree."""
+    mask = small_cube["mask"]
+    cube = loglik.synthetic_fe_spectrum_image((16, 16), 128, shift_ev=0.0, anomaly_fraction=0.0, seed=3)["cube"]
+    rng = np.random.default_rng(0)
+    cube[3, 4] += rng.normal(0, 10 * np.sqrt(cube[3, 4]))  # 10x the Poisson noise in one pixel
+    for k in (3, 4, 5):
+        s = loglik.pca_anomaly_scores(cube, k)
+        assert s.shape == mask.shape and np.isfinite(s).all()
+        assert np.unravel_index(np.argmax(s), s.shape) == (3, 4)
+    s = loglik.pca_anomaly_scores(
+        small_cube["cube"], 3, score="correlation", window=(700, 720), energy=small_cube["energy"]
+    )
+    assert s.shape == mask.shape and np.all(s >= -1e-12) and np.all(s <= 2)
+    assert np.array_equal(loglik.eels_anomaly_scores(small_cube["cube"], "pca", n_components=3),
+                          loglik.pca_anomaly_scores(small_cube["cube"], 3))  # fmt: skip
+
+
+def test_pca_full_rank_reconstructs_exactly():
+    rng = np.random.default_rng(0)
+    cube = rng.poisson(50, (4, 3, 20)).astype(float)
+    s = loglik.pca_anomaly_scores(cube, 11, poisson_scaling=False)
+    np.testing.assert_allclose(s, 0, atol=1e-18)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,exc,match",
+    [
+        ((np.zeros((4, 4)),), {}, ValueError, "cube: expected a 3-D"),
+        ((np.full((4, 4, 16), np.nan),), {}, ValueError, "cube: contains NaN"),
+        ((np.ones((4, 4, 16)), 0), {}, ValueError, "n_components"),
+        ((np.ones((4, 4, 16)), 16), {}, ValueError, "n_components"),
+        ((np.ones((4, 4, 16)),), {"score": "l2"}, ValueError, "score"),
+        ((np.ones((4, 4, 16)),), {"window": (5, 2)}, ValueError, "window"),
+        ((np.ones((4, 4, 4)),), {}, ValueError, "at least 8 energy channels"),
+    ],
+)
+def test_pca_bad_inputs(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        loglik.pca_anomaly_scores(*args, **kwargs)
+
+
+def test_eels_scores_bad_inputs():
+    with pytest.raises(ValueError, match="method"):
+        loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "svm")
+    with pytest.raises(ValueError, match="non-negative"):
+        loglik.eels_anomaly_scores(-np.ones((4, 4, 16)), "pca")
+    with pytest.raises(ValueError, match="epochs"):
+        loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "cvae", epochs=0)
+
+
+@needs_compiled
+@pytest.mark.parametrize("likelihood", ["gaussian", "poisson"])
+def test_cvae3d_module(likelihood):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = loglik.CVAE3D(64, latent_dim=3, channels=(4, 6), kernel=(3, 3, 5), energy_stride=4, likelihood=likelihood)
+    assert isinstance(model, loglik.CVAE3D) and isinstance(model, torch.nn.Module)
+    assert model.lengths == [64, 16, 4]
+    counts = torch.poisson(torch.full((2, 1, 5, 4, 64), 20.0))
+    model.scale.fill_(20.0)
+    mu, logvar = model.encode(counts / model.scale)
+    assert mu.shape == logvar.shape == (2, 3, 5, 4)
+    assert model.decode(mu).shape == (2, 1, 5, 4, 64)
+    loss = model.loss(counts)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # the encoder really runs loglik.conv3d (the custom op), not torch's convolution
+    with torch.autograd.profiler.profile() as prof:
+        model.encode(counts / model.scale)
+    assert any("loglik::conv3d" in e.name for e in prof.function_events)
+
+
+@needs_compiled
+def test_cvae3d_gradient_matches_torch_convolutions():
+    """The CVAE3D loss gradient through loglik.conv3d equals the one through torch's conv3d / conv_transpose3d."""
+    torch = pytest.importorskip("torch")
+    import loglik.conv as conv_mod
+
+    torch.manual_seed(0)
+    model = loglik.CVAE3D(32, latent_dim=2, channels=(3,), kernel=(3, 3, 5), energy_stride=2).double().eval()
+    counts = torch.poisson(torch.full((1, 1, 4, 3, 32), 10.0, dtype=torch.float64))
+    model.scale.fill_(10.0)
+    loss = model.loss(counts)
+    grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+
+    F = torch.nn.functional
+
+    def t_conv(x, w, b=None, stride=1, padding=0, dilation=1, **kw):
+        return F.conv3d(x, w, b, stride, padding, dilation)
+
+    def t_convT(y, w, shape, stride=1, padding=0, dilation=1):
+        return torch.nn.grad.conv3d_input(list(shape), w, y, stride, padding, dilation)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(conv_mod, "conv3d", t_conv)
+    mp.setattr(conv_mod, "conv3d_grad_input", t_convT)
+    try:
+        ref_model = loglik.eels._build_cvae_class()(32, latent_dim=2, channels=(3,), kernel=(3, 3, 5), energy_stride=2)
+        ref_model = ref_model.double().eval()
+        ref_model.load_state_dict(model.state_dict())
+        ref_loss = ref_model.loss(counts)
+        ref_grads = torch.autograd.grad(ref_loss, [p for p in ref_model.parameters() if p.requires_grad])
+    finally:
+        mp.undo()
+    torch.testing.assert_close(loss, ref_loss)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+@needs_compiled
+def test_cvae_anomaly_scores_train_and_reuse(small_cube):
+    pytest.importorskip("torch")
+    calls = []
+    s, model = loglik.eels_anomaly_scores(
+        small_cube["cube"], "cvae", epochs=15, tile=8, batch_tiles=2, seed=0, return_model=True,
+        progress=lambda step, loss: calls.append(loss),
+    )  # fmt: skip
+    assert s.shape == (16, 16) and np.isfinite(s).all()
+    assert len(calls) == 15 * 2 and np.isfinite(calls).all()
+    assert calls[-1] < calls[0]  # training reduces the loss
+    again = loglik.eels_anomaly_scores(small_cube["cube"], "cvae", model=model)
+    np.testing.assert_allclose(again, s, rtol=1e-5)
+    c = loglik.eels_anomaly_scores(
+        small_cube["cube"], model=model, score="correlation", window=(700, 730), energy=small_cube["energy"]
+    )
+    w = loglik.eels_anomaly_scores(small_cube["cube"], model=model, window=(10, 100))
+    assert c.shape == w.shape == (16, 16) and np.isfinite(c).all() and np.isfinite(w).all()
+    with pytest.raises(ValueError, match="model: trained for"):
+        loglik.eels_anomaly_scores(small_cube["cube"][..., :64], model=model)
+    with pytest.raises(TypeError, match="model"):
+        loglik.eels_anomaly_scores(small_cube["cube"], model=object())
+
+
+@needs_compiled
+def test_cvae_poisson_likelihood_trains(small_cube):
+    pytest.importorskip("torch")
+    s = loglik.eels_anomaly_scores(small_cube["cube"], likelihood="poisson", epochs=4, tile=8, batch_tiles=2)
+    assert s.shape == (16, 16) and np.isfinite(s).all()
+
+
+def test_load_spectrum_image(tmp_path):
+    cube = np.arange(2 * 3 * 10, dtype=float).reshape(2, 3, 10)
+    np.save(tmp_path / "c.npy", cube)
+    got = loglik.load_spectrum_image(str(tmp_path / "c.npy"))
+    np.testing.assert_array_equal(got["cube"], cube)
+    with pytest.raises(ValueError, match="no such file"):
+        loglik.load_spectrum_image(str(tmp_path / "missing.dm4"))
+    (tmp_path / "x.txt").write_text("1")
+    with pytest.raises(ValueError, match="unsupported extension"):
+        loglik.load_spectrum_image(str(tmp_path / "x.txt"))
+    with pytest.raises(TypeError, match="path"):
+        loglik.load_spectrum_image(3)
+
+
+def test_load_msa_through_rosettasciio():
+    pytest.importorskip("rsciio")
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("exspy")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("exspy's bundled spectrum not installed")
+    msa = os.path.join(list(spec.submodule_search_locations)[0], "tests", "components", "coreloss_spectrum.msa")
+    got = loglik.load_spectrum_image(msa)
+    assert got["cube"].shape == (1, 1, 2048)
+    np.testing.assert_allclose(got["energy"][:2], [360.0, 360.2])
+
+
+@needs_compiled
+def test_cli_eels(tmp_path, capsys):
+    from loglik.commands import eels as cmd
+
+    d = loglik.synthetic_fe_spectrum_image((12, 12), 64, shift_ev=8.0, anomaly_fraction=0.1, seed=0)
+    np.save(tmp_path / "cube.npy", d["cube"])
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    for method in ("pca", "cvae"):
+        args = parser.parse_args([str(tmp_path / "cube.npy"), "--method", method, "--epochs", "1", "--no-progress",
+                                  "--out", str(tmp_path / method)])  # fmt: skip
+        assert cmd.main(args) == 0
+        assert np.load(tmp_path / f"{method}_scores.npy").shape == (12, 12)
+        assert (tmp_path / f"{method}_anomaly.png").stat().st_size > 1000
+    args = parser.parse_args([str(tmp_path / "nothing.dm3")])
+    assert cmd.main(args) == 2
