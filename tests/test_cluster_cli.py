@@ -103,13 +103,15 @@ def test_cluster_cli_bad_k(tmp_path, capsys):
     assert main(["cluster", str(tmp_path / "missing.csv"), "--k", "2"]) == 2
 
 
-@pytest.mark.parametrize("method,fn", [("sdp", "kmeans_sdp"), ("ila-sdp", "ila_sdp")])
+@pytest.mark.parametrize(
+    "method,fn", [("sdp", "kmeans_sdp"), pytest.param("ila-sdp", "ila_sdp", marks=pytest.mark.slow)]
+)
 def test_cluster_cli_sdp_methods(tmp_path, capsys, method, fn):
     if not hasattr(sdp, fn):
         pytest.skip(f"loglik.sdp.{fn} is not available yet")
     from loglik import misclustering_error
 
-    X, y = _blobs(3)
+    X, y = _blobs(3, n_per=20)
     f = tmp_path / "d.csv"
     _write(f, X)
     assert main(["cluster", str(f), "--k", "3", "--method", method]) == 0

@@ -44,15 +44,15 @@ def _expected_failed(est) -> dict[str, str]:
     return {}
 
 
-_ESTIMATORS = [loglik.GaussianMixtureEM(random_state=0)]
+_FAST_ESTIMATORS = [loglik.GaussianMixtureEM(random_state=0)]
 if HAVE_KMEANS_SDP:
-    _ESTIMATORS.append(loglik.SDPKMeans(random_state=0))
-if HAVE_ILA_SDP:
-    _ESTIMATORS.append(loglik.ILASDP(random_state=0))
+    _FAST_ESTIMATORS.append(loglik.SDPKMeans(random_state=0))
+# ILASDP's checks refit iLA-SDP ~100 times: with 3 rounds instead of 20 to keep them to about a minute; marked
+# slow (they still run in CI).
+_SLOW_ESTIMATORS = [loglik.ILASDP(max_rounds=3, random_state=0)] if HAVE_ILA_SDP else []
 
 
-@parametrize_with_checks(_ESTIMATORS, expected_failed_checks=_expected_failed)
-def test_sklearn_check_estimator(estimator, check):
+def _run_check(estimator, check):
     import warnings
 
     from sklearn.exceptions import SkipTestWarning
@@ -60,6 +60,17 @@ def test_sklearn_check_estimator(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkipTestWarning)
         check(estimator)
+
+
+@parametrize_with_checks(_FAST_ESTIMATORS, expected_failed_checks=_expected_failed)
+def test_sklearn_check_estimator(estimator, check):
+    _run_check(estimator, check)
+
+
+@pytest.mark.slow
+@parametrize_with_checks(_SLOW_ESTIMATORS, expected_failed_checks=_expected_failed)
+def test_sklearn_check_estimator_ilasdp(estimator, check):
+    _run_check(estimator, check)
 
 
 def _data(seed=0, n=150):
@@ -149,7 +160,7 @@ def test_sdp_estimators_wrapper_logic(monkeypatch, name):
     if name == "ILASDP":
         assert est.covariances_.shape == (3, 2, 2) and np.isfinite(est.covariances_).all()
         np.testing.assert_allclose(est.weights_.sum(), 1)
-        assert est.result_.info["kwargs"] == {"verbose": False}
+        assert est.result_.info["kwargs"] == {"max_rounds": 20, "verbose": False}
     else:
         assert est.cluster_centers_.shape == (3, 2)
         assert est.result_.info["kwargs"] == {"solver": "lowrank"}

@@ -138,6 +138,7 @@ class ILASDP(_ClusterBase):
 
     Args:
         n_clusters: number of clusters K.
+        max_rounds: maximum iLA-SDP rounds (an LA-SDP solve and a covariance re-estimation each).
         reg_covar: lower bound of the diagonal loading of the per-cluster covariances used by ``predict``
             (the loading is max(reg_covar, 1e-6 * mean feature variance)).
         verbose: progress bar over iLA-SDP rounds.
@@ -152,9 +153,16 @@ class ILASDP(_ClusterBase):
     """
 
     def __init__(
-        self, n_clusters: int = 2, *, reg_covar: float = 1e-6, verbose: bool = False, random_state: Any = None
+        self,
+        n_clusters: int = 2,
+        *,
+        max_rounds: int = 20,
+        reg_covar: float = 1e-6,
+        verbose: bool = False,
+        random_state: Any = None,
     ) -> None:
         self.n_clusters = n_clusters
+        self.max_rounds = max_rounds
         self.reg_covar = reg_covar
         self.verbose = verbose
         self.random_state = random_state
@@ -165,7 +173,9 @@ class ILASDP(_ClusterBase):
         K = self._check_n_clusters(Xa)
         if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar: expected a non-negative number, got {self.reg_covar!r}")
-        res = _sdp_function("ila_sdp")(Xa, K, seed=_seed_from(self.random_state), verbose=bool(self.verbose))
+        res = _sdp_function("ila_sdp")(
+            Xa, K, max_rounds=self.max_rounds, seed=_seed_from(self.random_state), verbose=bool(self.verbose)
+        )
         self.labels_ = _consecutive(res.labels)
         self.means_, self.covariances_, self.weights_ = _cluster_stats(Xa, self.labels_, float(self.reg_covar))
         self.objective_ = float(res.objective)
