@@ -144,6 +144,7 @@ def _peak_worker(impl: str, n: int, d: int, v: int, dtype: str) -> dict[str, flo
     """
     import resource
 
+    _step_fn(impl, *_inputs(64, min(d, 64), 512, dtype))()  # one-time library set-up (MKL, thread pools) first
     h, w, t = _inputs(n, d, v, dtype)
     run = _step_fn(impl, h, w, t)
     if _reset_peak() and _rss_kb("VmRSS") is not None:

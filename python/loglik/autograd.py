@@ -31,6 +31,30 @@ def _temp(temperature: Any, temperature_scalar: float) -> Any:
     return 1.0 / float(temperature_scalar) if temperature is None else 1.0 / temperature
 
 
+class _CudaLogits:
+    """The CUDA C++ logprobs_from_logits kernels under the Triton launchers' names."""
+
+    @staticmethod
+    def logprobs_from_logits_fwd(*args: Any, **kw: Any) -> Any:
+        from . import _cuda_ext
+
+        return _cuda_ext.logprobs_fwd(*args, **kw)
+
+    @staticmethod
+    def logprobs_from_logits_bwd(*args: Any, **kw: Any) -> Any:
+        from . import _cuda_ext
+
+        return _cuda_ext.logprobs_bwd(*args, **kw)
+
+
+def _logits_kernels(impl: str) -> Any:
+    if impl == "cuda":
+        return _CudaLogits
+    from .kernels import lm as klm
+
+    return klm
+
+
 def _kernel_temperature(temperature: Any, temperature_scalar: float) -> Any:
     return float(temperature_scalar) if temperature is None else temperature
 
@@ -284,9 +308,8 @@ def _ops() -> Any:
     ):
         cap = softcap if softcap > 0 else None
         valid = targets != ignore_index
-        if impl == "triton":
-            from .kernels import lm as klm
-
+        if impl in ("triton", "cuda"):
+            klm = _logits_kernels(impl)
             lp, lse, ent = klm.logprobs_from_logits_fwd(
                 logits, targets, temperature=_kernel_temperature(temperature, temperature_scalar), softcap=cap,
                 ignore_index=ignore_index, return_entropy=need_entropy,
@@ -335,9 +358,8 @@ def _ops() -> Any:
         g_lp, g_ent, g_lse,
     ):  # fmt: skip
         cap = softcap if softcap > 0 else None
-        if impl == "triton":
-            from .kernels import lm as klm
-
+        if impl in ("triton", "cuda"):
+            klm = _logits_kernels(impl)
             return klm.logprobs_from_logits_bwd(
                 logits, targets, lse, g_lp, g_ent, temperature=_kernel_temperature(temperature, temperature_scalar),
                 softcap=cap, ignore_index=ignore_index, entropy=entropy, grad_lse=g_lse,

@@ -740,7 +740,8 @@ def logprobs_from_logits(
         ignore_index: target value of ignored tokens (log-prob 0, entropy 0, no gradient).
         return_entropy, return_lse: also return those (differentiable).
         chunk_size: rows upcast at once for 16-bit logits on the CPU path.
-        impl: "auto" (CPU: "cpu", CUDA: "triton"), "cpu", "triton" or "reference".
+        impl: "auto" (CPU: "cpu"; CUDA: the CUDA C++ kernel of csrc/cuda when its library is built, else
+            "triton"), "cpu", "triton", "cuda" or "reference".
 
     Returns:
         logprobs [...] float32 (float64 for float64 logits), or a tuple ``(logprobs, entropy, lse)`` with only the
@@ -753,9 +754,14 @@ def logprobs_from_logits(
     if logits.ndim < 1 or logits.shape[-1] < 1:
         raise ValueError(f"logits: expected shape [..., V] with V >= 1, got {tuple(logits.shape)}")
     v = logits.shape[-1]
+    check_choice(impl, "impl", (*_IMPLS, "cuda"))
     # Reuse the common validation with a stand-in weight of the right width (no data is touched).
     p = _prepare(logits, logits.new_empty((1,)).as_strided((v, v), (0, 0)), targets, None, temperature, softcap,
-                 ignore_index, chunk_size, impl)  # fmt: skip
+                 ignore_index, chunk_size, "auto" if impl == "cuda" else impl)  # fmt: skip
+    if impl == "cuda" or (impl == "auto" and logits.device.type == "cuda" and _cuda_ext_available()):
+        if not _cuda_ext_available():
+            raise ValueError("impl: 'cuda' needs the compiled loglik CUDA library (see loglik._cuda_ext.build)")
+        p["impl"] = "cuda"
     if not _compiling(torch):
         _check_finite(torch, logits, "logits")
     from .autograd import logits_logprobs_op
@@ -831,6 +837,12 @@ def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average:
     if from_np:
         return _back_to_numpy(mean), _back_to_numpy(has)
     return mean, has
+
+
+def _cuda_ext_available() -> bool:
+    from . import _cuda_ext
+
+    return bool(_cuda_ext.available())
 
 
 def _vocab_parallel(
