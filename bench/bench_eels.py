@@ -7,7 +7,7 @@ spectrum under its reconstruction (CVAE3D: Gaussian likelihood with learned per-
 PCA: Poisson-scaled PCA, Gaussian NLL with Poisson variance); the AUC compares the scores with the true mask.
 
 Sizes chosen so the full run stays near 10 minutes on 2 cores: 32 x 32 pixels x 512 channels, 2 seeds per case,
-CVAE3D trained for 60 steps of 4 random 16 x 16 tiles (Adam, lr 3e-3). Quick mode: 24 x 24 x 256, shifts 1 and
+CVAE3D trained for 40 steps of 4 random 16 x 16 tiles (Adam, lr 3e-3). Quick mode: 24 x 24 x 256, shifts 1 and
 4 eV at 5%, one seed, 30 steps. ``seconds`` is the mean time of one fit + scoring.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from ._harness import Row
 
 FULL = {"shape": (32, 32), "n_energy": 512, "shifts": (0.5, 1.0, 2.0, 4.0, 8.0), "fractions": (0.01, 0.05),
-        "seeds": (0, 1), "epochs": 60}  # fmt: skip
+        "seeds": (0, 1), "epochs": 40}  # fmt: skip
 QUICK = {"shape": (24, 24), "n_energy": 256, "shifts": (1.0, 4.0), "fractions": (0.05,), "seeds": (0,), "epochs": 30}
 
 
