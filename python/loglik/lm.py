@@ -335,18 +335,18 @@ def _linear_pass(
     dev = hidden.device
     want_grad = coef is not None
     out: dict[str, Any] = {}
-    stats = torch.empty(n, 5, dtype=cdt, device=dev) if lse_ez is None else None
+    stats: Any = torch.empty(n, 5, dtype=cdt, device=dev) if lse_ez is None else None
     gh = torch.empty(n, d, dtype=hidden.dtype, device=dev) if want_grad and needs[0] else None
-    gw = None
+    gw: Any = None
     gw_started = False
     if want_grad and needs[1]:
         gw = torch.empty(v, d, dtype=cdt, device=dev) if not low else torch.zeros(v, d, dtype=cdt, device=dev)
     gb = torch.zeros(v, dtype=cdt, device=dev) if want_grad and needs[2] and bias is not None else None
     buf = torch.empty(min(chunk, n), v, dtype=cdt, device=dev)
-    lbuf = torch.empty(min(chunk, n), v, dtype=hidden.dtype, device=dev) if low else None
+    lbuf: Any = torch.empty(min(chunk, n), v, dtype=hidden.dtype, device=dev) if low else None
     wt = weight.t()
     vb = 8192  # vocabulary block of the low-precision weight-gradient GEMM (its bf16 output is added in float32)
-    tmp = torch.empty(min(vb, v), d, dtype=hidden.dtype, device=dev) if (low and gw is not None) else None
+    tmp: Any = torch.empty(min(vb, v), d, dtype=hidden.dtype, device=dev) if (low and gw is not None) else None
     for i0 in range(0, n, chunk):
         i1 = min(n, i0 + chunk)
         r = i1 - i0

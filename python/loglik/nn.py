@@ -24,7 +24,7 @@ __all__ = ["LinearCrossEntropy", "LinearLogprobs"]  # noqa: F822 (built lazily b
 def _classes() -> dict[str, type]:
     torch = _backend.torch()
 
-    class LinearCrossEntropy(torch.nn.Module):
+    class LinearCrossEntropy(torch.nn.Module):  # type: ignore[name-defined]
         """Module form of :func:`loglik.linear_cross_entropy` (see it for every argument)."""
 
         def __init__(
@@ -64,7 +64,7 @@ def _classes() -> dict[str, type]:
                 f"temperature={self.temperature}, impl={self.impl!r}"
             )
 
-    class LinearLogprobs(torch.nn.Module):
+    class LinearLogprobs(torch.nn.Module):  # type: ignore[name-defined]
         """Module form of :func:`loglik.linear_logprobs` (see it for every argument)."""
 
         def __init__(
