@@ -74,7 +74,7 @@ def test_admm_matches_scs(scs_cases, case):
 @pytest.mark.parametrize("case", ["separated", "n150"])
 def test_lowrank_matches_scs(scs_cases, case):
     X, K, R = scs_cases[case]
-    res = loglik.kmeans_sdp(X, K, solver="lowrank", seed=0)
+    res = loglik.kmeans_sdp(X, K, solver="lowrank", seed=0, kkt_tol=1e-6)
     assert relerr(res.objective, R.objective) <= 1e-4
     check_lowrank_U(res.U, K, tol=1e-5)
     assert res.Z is None and res.U.shape == (X.shape[0], 2 * K)
@@ -87,7 +87,7 @@ def test_lowrank_below_sdp_in_partial_recovery(scs_cases):
     """U >= 0 restricts the SDP: in overlapping regimes the low-rank value is feasible, hence never above the
     SDP optimum, and close to it (documented limitation)."""
     X, K, R = scs_cases["partial"]
-    res = loglik.kmeans_sdp(X, K, seed=0)
+    res = loglik.kmeans_sdp(X, K, seed=0, kkt_tol=1e-6)
     assert res.objective <= R.objective * (1 + 1e-6)
     assert relerr(res.objective, R.objective) <= 1e-2
 
@@ -140,13 +140,17 @@ def test_lowrank_constraints_property(prob):
 def test_permutation_and_translation_invariance(seed, solver):
     rng = np.random.default_rng(seed)
     X, _ = mixture(24, 2, 3, 3.0, seed)
-    res = loglik.kmeans_sdp(X, 2, solver=solver, seed=1)
+    opts = {"solver": solver, "seed": 1, "kkt_tol": 1e-6}
+    res = loglik.kmeans_sdp(X, 2, **opts)
     perm = rng.permutation(24)
-    res_p = loglik.kmeans_sdp(X[perm], 2, solver=solver, seed=1)
+    res_p = loglik.kmeans_sdp(X[perm], 2, **opts)
     shift = rng.normal(size=3) * 100
-    res_t = loglik.kmeans_sdp(X + shift, 2, solver=solver, seed=1)
-    assert relerr(res_p.objective, res.objective) <= 1e-5
-    assert relerr(res_t.objective, res.objective) <= 1e-5
+    res_t = loglik.kmeans_sdp(X + shift, 2, **opts)
+    # lowrank: U0 is random and does not permute with the points, and the nonnegative factorisation has local
+    # optima (documented), so its value agrees only to 1e-2 in the worst case; ADMM is exact
+    tol = 1e-5 if solver == "admm" else 1e-2
+    assert relerr(res_p.objective, res.objective) <= tol
+    assert relerr(res_t.objective, res.objective) <= tol
     if solver == "admm":  # the optimum is unique here: Z permutes with the points
         assert np.abs(res_p.Z - res.Z[np.ix_(perm, perm)]).max() <= 1e-4
         assert np.abs(res_t.Z - res.Z).max() <= 1e-4
@@ -224,6 +228,8 @@ def test_bad_options():
         loglik.kmeans_sdp(X, 2, rank=0)
     with pytest.raises(ValueError, match="tol"):
         loglik.kmeans_sdp(X, 2, tol=-1.0)
+    with pytest.raises(ValueError, match="kkt_tol"):
+        loglik.kmeans_sdp(X, 2, kkt_tol=0.0)
     with pytest.raises(ValueError, match="max_n_admm"):
         loglik.kmeans_sdp(X, 2, solver="admm", max_n_admm=10)
     with pytest.raises(ValueError, match="init"):

@@ -79,6 +79,7 @@ def kmeans_sdp(
     verbose: bool = False,
     init: str = "random",
     max_rank: int | None = None,
+    kkt_tol: float = 1e-3,
     n_init: int = 10,
     max_n_admm: int = 4000,
 ) -> SDPResult:
@@ -107,13 +108,17 @@ def kmeans_sdp(
         solver: "lowrank" or "admm".
         rank: r, columns of U (lowrank); default min(n, 2K).
         max_iter: projected-gradient steps (lowrank, default 20000) or ADMM iterations (default 20000).
-        tol: feasibility max_i |(Z 1)_i - 1| and relative KKT residual (lowrank); relative primal/dual residuals
-            and duality gap (admm).
+        tol: feasibility max_i |(Z 1)_i - 1| (lowrank); relative primal/dual residuals and duality gap (admm).
         seed: seed of the initial K-means, the noise in U0 and the rounding; None means 0 (deterministic).
         verbose: print solver progress to stderr.
         init: "kmeans" or "random" (lowrank).
         n_init: K-means restarts for the initial partition and for rounding.
         max_n_admm: refuse solver="admm" above this n (it needs ~6 n^2 doubles of memory).
+        max_rank: lowrank rank escalation: after solving at ``rank``, add one column at a time (up to max_rank)
+            while the objective still rises by more than tol (relative). Default: no escalation.
+        kkt_tol: relative KKT residual of the low-rank subproblem at which it stops. The objective is typically
+            within ~1e-4 relative of the optimum at the default 1e-3; use 1e-6 for tighter solves (slower: the
+            last digits converge sublinearly when rank Z* < rank).
 
     Returns:
         SDPResult: labels [n] int64, objective <X_c X_c^T, Z> in the units of X, n_iter, converged, info
@@ -129,6 +134,7 @@ def kmeans_sdp(
     seed = _check_seed(seed)
     tol = check_positive(tol, "tol")
     n_init = check_int(n_init, "n_init", low=1)
+    kkt_tol = check_positive(kkt_tol, "kkt_tol")
     max_iter = 20000 if max_iter is None else check_int(max_iter, "max_iter", low=1)
     n, p = Xn.shape
     t0 = time.perf_counter()
@@ -158,6 +164,11 @@ def kmeans_sdp(
         return SDPResult(labels, float(info["objective"]), int(info["n_iter"]), bool(info["converged"]), info, Z=Z)
 
     r = min(n, 2 * K) if rank is None else check_int(rank, "rank", low=1, high=n)
+    if K == 1:  # the feasible set is the single point Z = J / n
+        U1 = np.full((n, 1), 1.0 / np.sqrt(n))
+        val = float(((Xn.T @ U1) ** 2).sum()) * m * m
+        info1 = {"objective": val, "feas_inf": float(np.abs(U1 @ U1.sum(0) - 1).max()), "kkt": 0.0, "rank": 1}
+        return SDPResult(np.zeros(n, dtype=np.int64), val, 0, True, info1, U=U1)
     if max_rank is None:
         r_max = r
     else:
@@ -176,7 +187,7 @@ def kmeans_sdp(
     solve = _backend.C().sdp_bm_solve
     trace = np.array([float(K)])
     U, y, cinfo = solve(
-        W, None, trace, U0[None], np.zeros(n), max_iter=max_iter, tol=tol, tol_kkt=tol, verbose=int(bool(verbose))
+        W, None, trace, U0[None], np.zeros(n), max_iter=max_iter, tol=tol, tol_kkt=kkt_tol, verbose=int(bool(verbose))
     )
     stages = [{"rank": r, "n_iter": cinfo["n_iter"], "objective": -cinfo["objective"], "accepted": True}]
     total_iter = int(cinfo["n_iter"])
@@ -197,7 +208,7 @@ def kmeans_sdp(
             np.zeros(n),
             max_iter=max_iter - total_iter,
             tol=tol,
-            tol_kkt=tol,
+            tol_kkt=kkt_tol,
             verbose=int(bool(verbose)),
         )
         total_iter += int(c2["n_iter"])
@@ -219,7 +230,7 @@ def kmeans_sdp(
             sigma=cinfo["sigma"],
             max_iter=budget,
             tol=tol,
-            tol_kkt=tol,
+            tol_kkt=kkt_tol,
             verbose=int(bool(verbose)),
         )
         total_iter += int(c2["n_iter"])
