@@ -6,6 +6,9 @@ loglik's EM (n_init 1 and 10) and K-means, scikit-learn's GaussianMixture and KM
 * a high-dimensional case (p close to n / K),
 * real data shipped with scikit-learn: iris, wine, breast cancer (standardised), digits after PCA to 10 dims.
 
+Then the baselines' speed against scikit-learn (``baseline_speed_rows``): K-means and full-covariance EM on the
+same data with the same number of iterations (n = 100,000, p = 10, K = 5; quick: n = 20,000).
+
 Every seed draws a fresh sample (synthetic data) and seeds every method. Each row holds the mean and standard
 deviation of the error over seeds and the median time of one fit (IQR as spread).
 
@@ -217,8 +220,56 @@ def cases(quick: bool) -> list[tuple[str, Callable[[int], Dataset], int, int]]:
     return out
 
 
+def baseline_speed_rows(quick: bool = False) -> list[Row]:
+    """Speed of the baselines against scikit-learn on the same data and the same work: K-means (k-means++ and
+    Lloyd, n_init=1) and full-covariance EM (k-means++ init, both run exactly ``iters`` iterations with tol=0).
+    Metrics: iterations run and seconds per iteration."""
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    import loglik
+
+    from ._harness import timed_row
+
+    n, p, K, iters = (20_000, 10, 5, 10) if quick else (100_000, 10, 5, 20)
+    X, _ = isotropic(n, 0, K=K, p=p, separation=2.0)
+    case = f"speed baselines n={n} p={p} K={K}"
+    rows = []
+
+    def add(impl: str, fn: Callable[[], Any], n_iter_of: Callable[[Any], int]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            row, out = timed_row(SUITE, case, impl, fn, repeat=3 if quick else 5, max_seconds=30)
+        it = max(1, n_iter_of(out))
+        row.metrics = {"n_iter": it, "ms_per_iter": 1e3 * row.seconds / it if row.seconds else None}
+        rows.append(row)
+        print(f"  {case:<34} {impl:<26} {row.seconds * 1e3:9.1f} ms ({it} iterations)", flush=True)
+
+    add(
+        "loglik kmeans",
+        lambda: loglik.kmeans(X, K, n_init=1, max_iter=iters, tol=0.0, seed=0),
+        lambda r: r.n_iter,
+    )
+    add(
+        "sklearn KMeans",
+        lambda: KMeans(K, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd", random_state=0).fit(X),
+        lambda r: r.n_iter_,
+    )
+    add(
+        "loglik gmm_em full",
+        lambda: loglik.gmm_em(X, K, "full", max_iter=iters, tol=0.0, seed=0),
+        lambda r: r.n_iter,
+    )
+    add(
+        "sklearn GaussianMixture full",
+        lambda: GaussianMixture(K, max_iter=iters, tol=0.0, init_params="k-means++", random_state=0).fit(X),
+        lambda r: r.n_iter_,
+    )
+    return rows
+
+
 def accuracy_rows(quick: bool = False) -> list[Row]:
-    """Accuracy rows of ``loglik bench cluster``: one row per (case, method)."""
+    """Accuracy rows of ``loglik bench cluster`` (one row per case and method), then the baselines' speed rows."""
     methods = _methods()
     missing = [name for name, fit in methods if fit is None]
     if missing:
@@ -226,6 +277,7 @@ def accuracy_rows(quick: bool = False) -> list[Row]:
     rows: list[Row] = []
     for case, data, K, seeds in cases(quick):
         rows += _evaluate(case, data, K, seeds, methods)
+    rows += baseline_speed_rows(quick)
     return rows
 
 
