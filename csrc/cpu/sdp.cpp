@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <numeric>
 #include <random>
 #include <vector>
 
@@ -167,9 +166,9 @@ double kkt_residual(const BMProblem& P, const double* U, const double* G, double
   return std::sqrt(r2) / std::max(1.0, gfnorm);
 }
 
-#ifndef GROWTH
-#define GROWTH 3.0
-#endif
+// Penalty growth factor, applied only when a solved subproblem left the violation above 1/4 of the previous one.
+constexpr double kPenaltyGrowth = 3.0;
+
 void bm_solve_d(const BMProblem& P, double* U, double* y, double* sigma_io, const BMOptions& opt, BMInfo* info) {
   const std::int64_t N = std::int64_t(P.B) * P.n * P.r;
   BMWork w(P);
@@ -250,7 +249,8 @@ void bm_solve_d(const BMProblem& P, double* U, double* y, double* sigma_io, cons
     // multiplier step, then raise the penalty only if the violation did not shrink enough
     for (int i = 0; i < P.n; ++i) y[i] += sigma * w.e[i];
     // a larger penalty only helps when the subproblem was actually solved; otherwise it just worsens conditioning
-    if (inner_ok && ev.einf > opt.tol && e_norm > 0.25 * e_prev) sigma = std::min(sigma * GROWTH, opt.sigma_max);
+    if (inner_ok && ev.einf > opt.tol && e_norm > 0.25 * e_prev)
+      sigma = std::min(sigma * kPenaltyGrowth, opt.sigma_max);
     e_prev = e_norm;
     eps_inner = std::max(0.2 * eps_inner, 0.5 * opt.tol_kkt);
     ev = evaluate(P, U, y, sigma, w, G.data());
