@@ -11,9 +11,10 @@ namespace {
 template <class T>
 using strict_array = py::array_t<T, py::array::c_style>;
 
+using f64_array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
 template <class T>
-py::tuple bm_solve_py(strict_array<T> W, py::object c_obj, py::array_t<double, py::array::c_style | py::array::forcecast> t,
-                      strict_array<T> U0, py::array_t<double, py::array::c_style | py::array::forcecast> y0,
+py::tuple bm_solve_py(strict_array<T> W, py::object c_obj, f64_array t, strict_array<T> U0, f64_array y0,
                       double sigma, int max_iter, int max_outer, int inner_max, double tol, double tol_kkt,
                       double sigma_max, int verbose) {
   require_ndim(W, 3, "W");
