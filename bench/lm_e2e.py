@@ -138,7 +138,7 @@ def _reset_peak() -> bool:
 def config(quick: bool, **over: Any) -> dict[str, Any]:
     cfg = {
         "seed": 0, "vocab": "words", "vocab_size": 8192, "d_model": 128, "heads": 4, "layers": 2, "seq_len": 128,
-        "batch": 16, "steps": 300, "lr": 3e-3, "threads": None,
+        "batch": 8, "steps": 300, "lr": 3e-3, "threads": None,
     }  # fmt: skip
     if quick:
         cfg.update(vocab_size=4096, seq_len=64, batch=8, steps=20)
