@@ -153,9 +153,9 @@ def test_gradgradcheck():
     assert torch.autograd.gradgradcheck(lambda x, w: loglik.conv3d(x, w, None, 1, (0, 1, 1), (1, 1, 2)), (x, w))
 
 
-@pytest.mark.slow
 def test_opcheck():
     _, x, w, b, s, p, d = _small_problem()
+    loglik.conv._torch_ops()  # registers the loglik:: ops (done lazily on first use)
     res = torch.library.opcheck(torch.ops.loglik.conv3d.default, (x, w, b, list(s), list(p), list(d)))
     assert all(v == "SUCCESS" for v in res.values()), res
 
@@ -280,6 +280,10 @@ def test_bad_inputs_torch():
         loglik.conv3d_grad_input(np.zeros((1, 2, 2, 2, 14)), w.numpy(), (1, 1, 4, 4))
     with pytest.raises(ValueError, match="grad_output: expected shape"):
         loglik.conv3d_grad_weight(np.zeros((1, 1, 4, 4, 16)), np.zeros((1, 2, 2, 2, 2)), (2, 1, 3, 3, 3))
+    with pytest.raises(ValueError, match="grad_output: contains NaN"):
+        loglik.conv3d_grad_weight(x, torch.full((1, 2, 2, 2, 14), float("nan")), (2, 1, 3, 3, 3))
+    with pytest.raises(TypeError, match="grad_output: dtype"):
+        loglik.conv3d_grad_weight(x, torch.zeros(1, 2, 2, 2, 14, dtype=torch.float64), (2, 1, 3, 3, 3))
 
 
 def test_bad_inputs_compiled_layer():

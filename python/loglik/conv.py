@@ -303,13 +303,14 @@ def _all_finite(t: Any) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def _torch_args(x, weight, bias, check_finite: bool) -> None:
-    _torch_check(x, "x", check_finite=check_finite)
-    _torch_check(weight, "weight", check_finite=check_finite)
+def _torch_args(x, weight, bias, check_finite: bool, names: tuple[str, str] = ("x", "weight")) -> None:
+    a, b = names
+    _torch_check(x, a, check_finite=check_finite)
+    _torch_check(weight, b, check_finite=check_finite)
     if weight.dtype != x.dtype:
-        raise TypeError(f"weight: dtype {weight.dtype} differs from x ({x.dtype})")
+        raise TypeError(f"{b}: dtype {weight.dtype} differs from {a} ({x.dtype})")
     if weight.device != x.device:
-        raise ValueError(f"weight: device {weight.device} differs from x ({x.device})")
+        raise ValueError(f"{b}: device {weight.device} differs from {a} ({x.device})")
     if bias is not None:
         _torch_check(bias, "bias", check_finite=check_finite)
         if bias.dtype != x.dtype or bias.device != x.device:
@@ -401,7 +402,7 @@ def conv3d_grad_input(
     """
     shape = _check_shape(input_shape, "input_shape")
     if _backend.is_torch(grad_output) or _backend.is_torch(weight):
-        _torch_args(grad_output, weight, None, True)
+        _torch_args(grad_output, weight, None, True, ("grad_output", "weight"))
         s, p, d, oshape = _geometry(shape, tuple(weight.shape), stride, padding, dilation)
         if tuple(grad_output.shape) != oshape:
             raise ValueError(f"grad_output: expected shape {oshape}, got {tuple(grad_output.shape)}")
@@ -434,7 +435,7 @@ def conv3d_grad_weight(
     """
     shape = _check_shape(weight_shape, "weight_shape")
     if _backend.is_torch(x) or _backend.is_torch(grad_output):
-        _torch_args(x, grad_output, None, True)
+        _torch_args(x, grad_output, None, True, ("x", "grad_output"))
         s, p, d, oshape = _geometry(tuple(x.shape), shape, stride, padding, dilation)
         if tuple(grad_output.shape) != oshape:
             raise ValueError(f"grad_output: expected shape {oshape}, got {tuple(grad_output.shape)}")
