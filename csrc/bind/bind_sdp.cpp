@@ -123,8 +123,8 @@ void bind_sdp(py::module_& m) {
       "Z_b = U_b U_b^T, U_b >= 0, tr Z_b = t_b, sum_b Z_b 1 = 1. Returns (U, y, info).";
   auto bm_args = [](auto f, py::module_& mod, const char* doc) {
     mod.def("sdp_bm_solve", f, py::arg("W"), py::arg("c"), py::arg("t"), py::arg("U"), py::arg("y"),
-            py::arg("sigma") = 0.0, py::arg("max_iter") = 20000, py::arg("max_outer") = 200,
-            py::arg("inner_max") = 500, py::arg("tol") = 1e-6, py::arg("tol_kkt") = 1e-6,
+            py::arg("sigma") = 0.0, py::arg("max_iter") = 20000, py::arg("max_outer") = 5000,
+            py::arg("inner_max") = 50, py::arg("tol") = 1e-6, py::arg("tol_kkt") = 1e-6,
             py::arg("sigma_max") = 1e8, py::arg("verbose") = 0, doc);
   };
   bm_args(&bm_solve_py<float>, m, bm_doc);

@@ -20,8 +20,8 @@ namespace loglik::sdp {
 
 struct BMOptions {
   int max_iter = 20000;    // total projected-gradient steps over all outer iterations
-  int max_outer = 200;     // multiplier updates
-  int inner_max = 500;     // projected-gradient steps per multiplier update
+  int max_outer = 5000;    // multiplier updates
+  int inner_max = 50;      // projected-gradient steps per multiplier update (frequent updates pay off)
   double tol = 1e-6;       // feasibility: max_i |(sum_b Z_b 1)_i - 1|
   double tol_kkt = 1e-6;   // relative KKT residual of the U-subproblem
   double sigma0 = 0.0;     // initial penalty (<= 0: automatic)
