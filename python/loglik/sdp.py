@@ -274,6 +274,7 @@ def ila_sdp(
     verbose: bool = False,
     soft_memberships: bool = True,
     warm_start: str = "multipliers",
+    kkt_tol: float = 1e-3,
 ) -> SDPResult:
     """Iterative likelihood-adjusted SDP (iLA-SDP) for Gaussian mixtures with cluster-specific covariances.
 
@@ -306,7 +307,11 @@ def ila_sdp(
         rank: columns r of each U_k.
         init: None (K-means SDP partition) or int labels [n] in 0..K-1 (clusters may be empty).
         max_iter: projected-gradient steps per LA-SDP solve.
-        tol: feasibility / KKT tolerance of each LA-SDP solve.
+        tol: feasibility tolerance of each LA-SDP solve (max_i |(sum_k Z_k 1)_i - 1|).
+        kkt_tol: relative KKT tolerance of each LA-SDP solve.
+        soft_memberships: re-estimate the Gaussians from w_ik = (Z_k 1)_i (True) or from the rounded labels.
+        warm_start: what carries over between rounds: "multipliers" (the multipliers; factor restarts from noise,
+            penalty from 1), "blend" (multipliers, penalty, half of the previous factor), "full" (everything), "none".
         seed: seed of the initial K-means SDP and factor noise; None means 0.
         verbose: tqdm progress bar over rounds.
 
@@ -332,6 +337,8 @@ def ila_sdp(
     r = check_int(rank, "rank", low=1, high=n)
     max_iter = check_int(max_iter, "max_iter", low=1)
     tol = check_positive(tol, "tol")
+    kkt_tol = check_positive(kkt_tol, "kkt_tol")
+    warm_start = check_choice(warm_start, "warm_start", ("multipliers", "blend", "full", "none"))
     seed = _check_seed(seed)
     Xraw = as_float_array(X, "X", ndim=2)
     mean_x = Xraw.astype(np.float64).mean(0)
@@ -380,8 +387,10 @@ def ila_sdp(
             fresh = np.random.default_rng(seed + rounds).random((K, n, r))
             fresh *= np.sqrt(1.0 / (fresh**2).sum((1, 2)))[:, None, None]
             U = fresh if warm_start == "multipliers" else 0.5 * (U + fresh)
+            if warm_start != "blend":
+                sigma = 0.0  # a large penalty from the last round makes the fresh factor's subproblem ill-conditioned
             if warm_start == "none":
-                y, sigma = np.zeros(n), 0.0
+                y = np.zeros(n)
         U, y, cinfo = _backend.C().sdp_bm_solve(
             np.ascontiguousarray(Wk / np.sqrt(s)),
             np.ascontiguousarray(c / s),
@@ -391,7 +400,7 @@ def ila_sdp(
             sigma=sigma,
             max_iter=max_iter,
             tol=tol,
-            tol_kkt=tol,
+            tol_kkt=kkt_tol,
         )
         U, y = np.asarray(U), np.asarray(y)
         sigma = float(cinfo["sigma"])
