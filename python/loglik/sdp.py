@@ -274,7 +274,7 @@ def ila_sdp(
     verbose: bool = False,
     soft_memberships: bool = True,
     warm_start: str = "multipliers",
-    kkt_tol: float = 1e-3,
+    kkt_tol: float = 1e-4,
 ) -> SDPResult:
     """Iterative likelihood-adjusted SDP (iLA-SDP) for Gaussian mixtures with cluster-specific covariances.
 
