@@ -89,9 +89,12 @@ def test_pca_scores(small_cube):
         pca = PCA(k, svd_solver="full").fit(x / (g * h))
         xhat = pca.inverse_transform(pca.transform(x / (g * h))) * (g * h)
         expected = 0.5 * ((x - xhat) ** 2 / np.maximum(xhat, 1)).sum(1)
-        s = loglik.pca_anomaly_scores(small_cube["cube"], k)
+        s = loglik.pca_anomaly_scores(small_cube["cube"], k, score="nll")
         assert s.shape == mask.shape
         np.testing.assert_allclose(s.ravel(), expected, rtol=1e-6)
+        mu = np.maximum(xhat, 1e-3)
+        dev = 2 * (np.where(x > 0, x * np.log(np.maximum(x, 1) / mu), 0) - (x - mu)).sum(1)
+        np.testing.assert_allclose(loglik.pca_anomaly_scores(small_cube["cube"], k).ravel(), dev, rtol=1e-6)
     s = loglik.pca_anomaly_scores(
         small_cube["cube"], 3, score="correlation", window=(700, 720), energy=small_cube["energy"]
     )
@@ -103,8 +106,9 @@ def test_pca_scores(small_cube):
 def test_pca_full_rank_reconstructs_exactly():
     rng = np.random.default_rng(0)
     cube = rng.poisson(50, (4, 3, 20)).astype(float)
-    s = loglik.pca_anomaly_scores(cube, 11, poisson_scaling=False)
-    np.testing.assert_allclose(s, 0, atol=1e-18)
+    for score in ("nll", "deviance"):
+        s = loglik.pca_anomaly_scores(cube, 11, poisson_scaling=False, score=score)
+        np.testing.assert_allclose(s, 0, atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -211,8 +215,10 @@ def test_cvae_anomaly_scores_train_and_reuse(small_cube):
     c = loglik.eels_anomaly_scores(
         small_cube["cube"], model=model, score="correlation", window=(700, 730), energy=small_cube["energy"]
     )
-    w = loglik.eels_anomaly_scores(small_cube["cube"], model=model, window=(10, 100))
-    assert c.shape == w.shape == (16, 16) and np.isfinite(c).all() and np.isfinite(w).all()
+    w = loglik.eels_anomaly_scores(small_cube["cube"], model=model, window=(10, 100), score="nll")
+    nll = loglik.eels_anomaly_scores(small_cube["cube"], model=model, score="nll")
+    assert c.shape == w.shape == nll.shape == (16, 16)
+    assert np.isfinite(c).all() and np.isfinite(w).all() and np.isfinite(nll).all()
     with pytest.raises(ValueError, match="model: trained for"):
         loglik.eels_anomaly_scores(small_cube["cube"][..., :64], model=model)
     with pytest.raises(TypeError, match="model"):

@@ -255,6 +255,9 @@ def _check_cube(cube: Any) -> np.ndarray:
     return c.astype(np.float64, copy=False)
 
 
+_SCORES = ("deviance", "nll", "correlation")
+
+
 def _window(window: Any, n_energy: int, energy: np.ndarray | None) -> slice:
     """Energy window as a slice of channels: None (all), (lo, hi) channel indices, or eV when energy is given."""
     if window is None:
@@ -270,6 +273,19 @@ def _window(window: Any, n_energy: int, energy: np.ndarray | None) -> slice:
     return slice(lo, hi)
 
 
+def _poisson_deviance(x: np.ndarray, xhat: np.ndarray) -> np.ndarray:
+    """Poisson deviance per row of (P, E) counts x against predicted means xhat (clipped to >= 1e-3).
+
+    2 * sum(x log(x / xhat) - (x - xhat)): the log-likelihood ratio of the reconstruction against the saturated
+    model. Its expectation is about one per channel whatever the count level, so unlike the raw NLL it does not
+    grow with thickness or dose.
+    """
+    mu = np.maximum(xhat, 1e-3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xlogx = np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0) / mu), 0.0)
+    return 2.0 * (xlogx - (x - mu)).sum(axis=1)
+
+
 def _correlation_scores(x: np.ndarray, xhat: np.ndarray) -> np.ndarray:
     """1 - Pearson correlation per row of (P, E) arrays."""
     xc = x - x.mean(axis=1, keepdims=True)
@@ -282,7 +298,7 @@ def pca_anomaly_scores(
     cube: Any,
     n_components: int = 4,
     *,
-    score: str = "nll",
+    score: str = "deviance",
     window: Sequence[float] | None = None,
     energy: Any = None,
     poisson_scaling: bool = True,
@@ -295,8 +311,9 @@ def pca_anomaly_scores(
     Args:
         cube: (X, Y, E) counts.
         n_components: number of principal components kept, in [1, min(X*Y, E) - 1].
-        score: "nll" (Gaussian NLL with Poisson variance, i.e. sum over the window of (x - xhat)^2 / max(xhat, 1),
-            halved) or "correlation" (1 - Pearson correlation of spectrum and reconstruction over the window).
+        score: "deviance" (Poisson deviance of the counts against the reconstruction: the likelihood ratio to the
+            saturated model), "nll" (Gaussian NLL with Poisson variance, i.e. half the sum over the window of
+            (x - xhat)^2 / max(xhat, 1)) or "correlation" (1 - Pearson correlation of spectrum and reconstruction).
         window: optional (lo, hi) energy window: channel indices, or eV when ``energy`` is given.
         energy: optional (E,) energy axis in eV.
         poisson_scaling: weight the data for Poisson noise before the SVD.
@@ -307,7 +324,7 @@ def pca_anomaly_scores(
     c = _check_cube(cube)
     nx, ny, ne = c.shape
     k = check_int(n_components, "n_components", low=1, high=min(nx * ny, ne) - 1)
-    check_choice(score, "score", ("nll", "correlation"))
+    check_choice(score, "score", _SCORES)
     en = None if energy is None else as_float_array(energy, "energy", ndim=1)
     sl = _window(window, ne, en)
     x = c.reshape(nx * ny, ne)
@@ -326,6 +343,8 @@ def pca_anomaly_scores(
     xhat = rec * (g * h)
     if score == "correlation":
         s = _correlation_scores(x[:, sl], xhat[:, sl])
+    elif score == "deviance":
+        s = _poisson_deviance(x[:, sl], xhat[:, sl])
     else:
         s = 0.5 * (((x[:, sl] - xhat[:, sl]) ** 2) / np.maximum(xhat[:, sl], 1.0)).sum(axis=1)
     return s.reshape(nx, ny)
@@ -560,7 +579,7 @@ def eels_anomaly_scores(
     cube: Any,
     method: str = "cvae",
     *,
-    score: str = "nll",
+    score: str = "deviance",
     window: Sequence[float] | None = None,
     energy: Any = None,
     n_components: int = 4,
@@ -579,14 +598,15 @@ def eels_anomaly_scores(
     """Per-pixel anomaly scores of an EELS spectrum image.
 
     method="cvae" trains a :class:`CVAE3D` on the cube itself (unsupervised: anomalies are rare, so the model
-    learns the bulk) on random ``tile`` x ``tile`` crops, then scores every pixel by the negative log-likelihood of
-    its spectrum under the reconstruction from the latent mean, or by 1 - correlation of spectrum and
-    reconstruction over ``window``. method="pca" calls :func:`pca_anomaly_scores`.
+    learns the bulk) on random ``tile`` x ``tile`` crops, then scores every pixel against the reconstruction from
+    the latent mean: by the Poisson deviance of its counts (likelihood ratio to the saturated model; default, the
+    same rule as the PCA baseline), by the model's own negative log-likelihood, or by 1 - correlation of spectrum
+    and reconstruction, over ``window``. method="pca" calls :func:`pca_anomaly_scores`.
 
     Args:
         cube: (X, Y, E) counts (numpy or torch), finite and non-negative.
         method: "cvae" or "pca".
-        score: "nll" or "correlation".
+        score: "deviance", "nll" or "correlation".
         window: optional (lo, hi) energy window (channels, or eV when ``energy`` is given) for the score.
         energy: optional (E,) energy axis in eV.
         n_components: PCA components (method="pca").
@@ -606,7 +626,7 @@ def eels_anomaly_scores(
         (X, Y) float64 scores (larger = more anomalous), or (scores, model) with ``return_model``.
     """
     check_choice(method, "method", ("cvae", "pca"))
-    check_choice(score, "score", ("nll", "correlation"))
+    check_choice(score, "score", _SCORES)
     c = _check_cube(cube)
     if (c < 0).any():
         raise ValueError("cube: expected non-negative counts")
@@ -649,6 +669,7 @@ def eels_anomaly_scores(
             out = s.double().numpy()
         else:
             rec = torch.exp(decoded) * model.scale if model.likelihood == "poisson" else decoded * model.scale
-            out = _correlation_scores(c.reshape(-1, ne)[:, sl], rec[0, 0].double().numpy().reshape(-1, ne)[:, sl])
+            xs, rs = c.reshape(-1, ne)[:, sl], rec[0, 0].double().numpy().reshape(-1, ne)[:, sl]
+            out = _correlation_scores(xs, rs) if score == "correlation" else _poisson_deviance(xs, rs)
             out = out.reshape(nx, ny)
     return (out, model) if return_model else out

@@ -19,7 +19,7 @@ HELP = "anomaly map of an EELS spectrum image (CVAE3D or PCA): writes a PNG and 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="spectrum image (.dm3/.dm4/.hspy/.msa/.npy) or 'synthetic'")
     parser.add_argument("--method", choices=("cvae", "pca"), default="cvae")
-    parser.add_argument("--score", choices=("nll", "correlation"), default="nll")
+    parser.add_argument("--score", choices=("deviance", "nll", "correlation"), default="deviance")
     parser.add_argument(
         "--window", nargs=2, type=float, default=None, metavar=("LO", "HI"),
         help="energy window for the score, in eV (channels if the file has no energy axis)",
