@@ -218,6 +218,8 @@ def test_bad_input(fn):
         fn(np.array([["a", "b"], ["c", "d"]]), 1)
     with pytest.raises(ValueError, match="seed"):
         fn(X, 2, seed=-1)
+    with pytest.raises(ValueError, match="overflow"):
+        fn(X * 1e200, 2)
 
 
 def test_bad_options():

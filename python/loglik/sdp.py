@@ -31,6 +31,8 @@ def _prepare(X: Any, n_clusters: Any) -> tuple[np.ndarray, int, float]:
     Xc = Xa.astype(np.float64)  # a copy: the caller's array is never modified
     Xc -= Xc.mean(0)
     m = float(np.abs(Xc).max()) if Xc.size else 0.0
+    if m > 1e150:
+        raise ValueError(f"X: centred values up to {m:.3g} overflow float64 when squared; rescale X")
     if m > 0:
         Xc /= m
     return Xc, K, m if m > 0 else 1.0
