@@ -12,10 +12,10 @@ import loglik
 from loglik import cli
 
 
-def test_import_does_not_import_torch_or_triton() -> None:
-    code = "import sys, loglik; print(json.dumps(['torch' in sys.modules, 'triton' in sys.modules]))"
+def test_import_does_not_import_torch_triton_or_sklearn() -> None:
+    code = "import sys, loglik; print(json.dumps([m in sys.modules for m in ('torch', 'triton', 'sklearn')]))"
     out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [False, False]
+    assert json.loads(out.stdout) == [False, False, False]
 
 
 def test_import_never_initialises_cuda() -> None:
