@@ -12,6 +12,7 @@ reports the residuals reached (feasibility, KKT) and the mis-clustering error ag
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -61,14 +62,14 @@ def speed_rows(quick: bool) -> list[Row]:
     for n in sizes:
         X, truth = _mixture(n)
         case = f"kmeans_sdp n={n} p={P} K={K}"
-        row, lr = timed_row(SUITE, case, "loglik lowrank", lambda X=X: loglik.kmeans_sdp(X, K, seed=0), repeat=3)
+        row, lr = timed_row(SUITE, case, "loglik lowrank", partial(loglik.kmeans_sdp, X, K, seed=0), repeat=3)
         rows.append(row)
         # ADMM is O(n^3) per iteration: skip it when the previous size predicts more than a minute
         prev = max((m for m in admm_time if m < n), default=None)
         admm = row_a = None
         if prev is None or admm_time[prev] * (n / prev) ** 3 <= 60:
             row_a, admm = timed_row(
-                SUITE, case, "loglik admm", lambda X=X: loglik.kmeans_sdp(X, K, solver="admm"), repeat=1, warmup=0
+                SUITE, case, "loglik admm", partial(loglik.kmeans_sdp, X, K, solver="admm"), repeat=1, warmup=0
             )
             admm_time[n] = row_a.seconds or 0.0
             row_a.metrics = {
@@ -87,7 +88,7 @@ def speed_rows(quick: bool) -> list[Row]:
         scs = None
         if predicted <= 90:
             t0 = time.perf_counter()
-            row_s, scs = timed_row(SUITE, case, "cvxpy+scs", lambda X=X: _scs(X), repeat=1, warmup=0)
+            row_s, scs = timed_row(SUITE, case, "cvxpy+scs", partial(_scs, X), repeat=1, warmup=0)
             scs_time[n] = time.perf_counter() - t0
             row_s.metrics = {"objective": scs["objective"], "status": scs["status"], "nonneg_viol": scs["nonneg_viol"]}
             rows.append(row_s)

@@ -58,14 +58,14 @@ def lloyd(Y: np.ndarray, n_clusters: int, *, n_init: int = 10, max_iter: int = 3
     rng = np.random.default_rng(seed)
     best, best_lab = np.inf, np.zeros(n, dtype=np.int64)
     for _ in range(n_init):
-        C = [Y[rng.integers(n)]]
-        d2 = ((Y - C[0]) ** 2).sum(1)
+        picked = [Y[rng.integers(n)]]
+        d2 = ((Y - picked[0]) ** 2).sum(1)
         for _k in range(1, n_clusters):
             tot = d2.sum()
             i = rng.choice(n, p=d2 / tot) if tot > 0 else rng.integers(n)
-            C.append(Y[i])
+            picked.append(Y[i])
             d2 = np.minimum(d2, ((Y - Y[i]) ** 2).sum(1))
-        C = np.array(C)
+        C = np.array(picked)
         lab = np.full(n, -1)
         for _it in range(max_iter):
             D = ((Y[:, None, :] - C[None]) ** 2).sum(2)
@@ -212,8 +212,8 @@ def lasdp(W: np.ndarray, c: np.ndarray, *, eps: float = 1e-9) -> tuple[float, np
     cons.append(sum(cp.sum(z, axis=1) for z in Zs) == 1)
     prob = cp.Problem(cp.Minimize(obj), cons)
     prob.solve(solver=cp.SCS, eps_abs=eps, eps_rel=eps, max_iters=200000)
-    Z = np.array([(z.value + z.value.T) / 2 for z in Zs])
-    return float(prob.value), Z
+    values = [np.asarray(z.value) for z in Zs]
+    return float(prob.value), np.array([(v + v.T) / 2 for v in values])
 
 
 def ila_sdp(
