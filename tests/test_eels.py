@@ -276,3 +276,14 @@ def test_cli_eels(tmp_path, capsys):
         assert (tmp_path / f"{method}_anomaly.png").stat().st_size > 1000
     args = parser.parse_args([str(tmp_path / "nothing.dm3")])
     assert cmd.main(args) == 2
+
+
+def test_pca_trained_on_bulk_detects_shift():
+    bulk = loglik.synthetic_fe_spectrum_image((16, 16), 128, shift_ev=0.0, anomaly_fraction=0.0, seed=7)["cube"]
+    d = loglik.synthetic_fe_spectrum_image((16, 16), 128, shift_ev=4.0, anomaly_fraction=0.05, seed=3)
+    for k in (3, 4, 5):
+        assert _auc(d["mask"], loglik.pca_anomaly_scores(d["cube"], k, train_cube=bulk)) > 0.95
+    with pytest.raises(ValueError, match="train_cube"):
+        loglik.pca_anomaly_scores(d["cube"], 3, train_cube=bulk[..., :64])
+    with pytest.raises(ValueError, match="train_cube"):
+        loglik.eels_anomaly_scores(d["cube"], "cvae", train_cube=bulk[..., :64])

@@ -302,6 +302,7 @@ def pca_anomaly_scores(
     window: Sequence[float] | None = None,
     energy: Any = None,
     poisson_scaling: bool = True,
+    train_cube: Any = None,
 ) -> np.ndarray:
     """PCA baseline: per-pixel anomaly score from a rank-``n_components`` reconstruction of the spectrum image.
 
@@ -317,6 +318,9 @@ def pca_anomaly_scores(
         window: optional (lo, hi) energy window: channel indices, or eV when ``energy`` is given.
         energy: optional (E,) energy axis in eV.
         poisson_scaling: weight the data for Poisson noise before the SVD.
+        train_cube: optional (X', Y', E) reference cube of bulk spectra: the principal components (and the energy
+            weighting) are fitted on it and ``cube`` is projected on them. By default they are fitted on ``cube``
+            itself, where a rare but strong anomaly can become a component of its own.
 
     Returns:
         (X, Y) float64 scores; larger means more anomalous.
@@ -328,16 +332,27 @@ def pca_anomaly_scores(
     en = None if energy is None else as_float_array(energy, "energy", ndim=1)
     sl = _window(window, ne, en)
     x = c.reshape(nx * ny, ne)
+    xt = x
+    if train_cube is not None:
+        t = _check_cube(train_cube)
+        if t.shape[2] != ne:
+            raise ValueError(f"train_cube: expected {ne} energy channels like cube, got shape {t.shape}")
+        if t.shape[0] * t.shape[1] <= k:
+            raise ValueError(f"train_cube: needs more than n_components={k} pixels")
+        xt = t.reshape(-1, ne)
     if poisson_scaling:
         g = np.sqrt(np.maximum(x.mean(axis=1, keepdims=True), 1e-12))
-        h = np.sqrt(np.maximum(x.mean(axis=0, keepdims=True), 1e-12))
+        gt = np.sqrt(np.maximum(xt.mean(axis=1, keepdims=True), 1e-12))
+        h = np.sqrt(np.maximum(xt.mean(axis=0, keepdims=True), 1e-12))
         h = h / h.mean()
     else:
         g = np.ones((x.shape[0], 1))
+        gt = np.ones((xt.shape[0], 1))
         h = np.ones((1, ne))
     xs = x / (g * h)
-    mean = xs.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(xs - mean, full_matrices=False)
+    xts = xt / (gt * h)
+    mean = xts.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(xts - mean, full_matrices=False)
     basis = vt[:k]
     rec = ((xs - mean) @ basis.T) @ basis + mean
     xhat = rec * (g * h)
@@ -594,6 +609,7 @@ def eels_anomaly_scores(
     progress: bool | Callable[[int, float], None] = False,
     return_model: bool = False,
     model_kwargs: dict[str, Any] | None = None,
+    train_cube: Any = None,
 ) -> Any:
     """Per-pixel anomaly scores of an EELS spectrum image.
 
@@ -621,6 +637,8 @@ def eels_anomaly_scores(
         progress: True for a tqdm progress bar, or a callable(step, loss).
         return_model: also return the trained model.
         model_kwargs: extra CVAE3D arguments (channels, kernel, energy_stride, learn_variance, beta).
+        train_cube: optional (X', Y', E) reference cube of bulk spectra to train on (the paper's protocol) instead
+            of the scored cube itself; for method="pca" the components are fitted on it.
 
     Returns:
         (X, Y) float64 scores (larger = more anomalous), or (scores, model) with ``return_model``.
@@ -631,7 +649,7 @@ def eels_anomaly_scores(
     if (c < 0).any():
         raise ValueError("cube: expected non-negative counts")
     if method == "pca":
-        return pca_anomaly_scores(c, n_components, score=score, window=window, energy=energy)
+        return pca_anomaly_scores(c, n_components, score=score, window=window, energy=energy, train_cube=train_cube)
     torch = _backend.torch()
     nx, ny, ne = c.shape
     en = None if energy is None else as_float_array(energy, "energy", ndim=1)
@@ -644,8 +662,13 @@ def eels_anomaly_scores(
         kw = dict(model_kwargs or {})
         kw.setdefault("latent_dim", latent_dim)
         kw.setdefault("likelihood", likelihood)
+        tc = c
+        if train_cube is not None:
+            tc = _check_cube(train_cube)
+            if tc.shape[2] != ne:
+                raise ValueError(f"train_cube: expected {ne} energy channels like cube, got shape {tc.shape}")
         model = _train_cvae(
-            c, epochs=epochs, tile=tile, batch_tiles=batch_tiles, lr=lr, seed=seed, model_kwargs=kw, progress=progress
+            tc, epochs=epochs, tile=tile, batch_tiles=batch_tiles, lr=lr, seed=seed, model_kwargs=kw, progress=progress
         )
     elif not isinstance(model, CVAE3D):
         raise TypeError(f"model: expected a CVAE3D, got {type(model).__name__}")
