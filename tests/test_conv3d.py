@@ -27,7 +27,7 @@ CASES = [
     ((1, 13, 3, 4, 20), (1, 13, 3, 3, 3), 1, 1, 1),
     ((1, 2, 5, 5, 16), (6, 2, 3, 3, 3), 3, 2, 2),
 ]
-ISAS = ["auto", "avx2", "generic"]
+ISAS = ["auto", "avx512", "avx2", "generic"]
 
 
 def _isa_ok(isa: str) -> bool:
