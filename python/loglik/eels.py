@@ -13,7 +13,7 @@ import importlib.util
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -371,7 +371,7 @@ def pca_anomaly_scores(
 
 def _build_cvae_class() -> type:
     torch = _backend.torch()
-    nn = torch.nn
+    nn: Any = torch.nn
     F = torch.nn.functional
     from .conv import conv3d, conv3d_grad_input
 
@@ -426,7 +426,7 @@ def _build_cvae_class() -> type:
             self.beta = check_positive(beta, "beta", allow_zero=True)
             if len(kernel) != 3:
                 raise ValueError(f"kernel: expected 3 sizes (KX, KY, KE), got {kernel!r}")
-            k = tuple(check_int(v, "kernel", low=1) for v in kernel)
+            k: Any = tuple(check_int(v, "kernel", low=1) for v in kernel)
             s = check_int(energy_stride, "energy_stride", low=1)
             chans = [check_int(c, "channels", low=1) for c in channels]
             if not chans:
@@ -558,7 +558,7 @@ def _train_cvae(
     nx, ny, ne = cube.shape
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = CVAE3D(ne, **model_kwargs)
+    model: Any = CVAE3D(ne, **model_kwargs)  # type: ignore[call-arg]
     data = torch.from_numpy(np.ascontiguousarray(cube, dtype=np.float32))[None, None]
     model.scale.fill_(float(max(cube.mean(), 1e-6)))
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -672,8 +672,9 @@ def eels_anomaly_scores(
         )
     elif not isinstance(model, CVAE3D):
         raise TypeError(f"model: expected a CVAE3D, got {type(model).__name__}")
-    elif model.n_energy != ne:
-        raise ValueError(f"model: trained for {model.n_energy} energy channels, cube has {ne}")
+    elif cast(Any, model).n_energy != ne:
+        raise ValueError(f"model: trained for {cast(Any, model).n_energy} energy channels, cube has {ne}")
+    model = cast(Any, model)
     model.eval()
     data = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None]
     with torch.no_grad():
