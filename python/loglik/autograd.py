@@ -190,6 +190,7 @@ def _ops() -> Any:
         (hidden, weight, targets, bias, temperature, ts, softcap, ii, cs, impl, _ne) = inputs
         ctx.save_for_backward(hidden, weight, targets, bias, temperature, output[2], output[1])
         ctx.settings = (ts, softcap, ii, cs, impl)
+        ctx.set_materialize_grads(False)
         ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[3])
 
     def _lp_backward(ctx, g_lp, g_ent, g_lse, g_meanz):
@@ -264,6 +265,8 @@ def _ops() -> Any:
     def _ce_setup(ctx, inputs, output):
         # The gradients are kept as detached attributes (not saved tensors) so the backward can hand them to
         # autograd without a copy; detaching avoids a reference cycle through the output's grad_fn.
+        # No zero-filled gradients for the outputs nobody used (that would allocate a weight-sized tensor).
+        ctx.set_materialize_grads(False)
         ctx.grads = [None if g.numel() == 0 and g.ndim == 1 else g.detach() for g in output[2:]]
         bias = inputs[3]
         ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[3])
@@ -273,6 +276,8 @@ def _ops() -> Any:
         ctx.settings = inputs[6:13]
 
     def _ce_backward(ctx, g_loss, _g_lse, _gh, _gw, _gb):
+        if g_loss is None:
+            return (None,) * 16
         grads = ctx.grads
         if grads is None:  # a second backward of the same graph: recompute (the first one handed its buffers over)
             saved = ctx.saved_tensors
@@ -404,6 +409,7 @@ def _ops() -> Any:
         logits, targets, temperature, ts, softcap, ii, cs, impl, _ne = inputs
         ctx.save_for_backward(logits, targets, temperature, output[2], output[1])
         ctx.settings = (ts, softcap, ii, cs, impl)
+        ctx.set_materialize_grads(False)
 
     def _lf_backward(ctx, g_lp, g_ent, g_lse):
         logits, targets, temperature, lse, ent = ctx.saved_tensors
