@@ -9,7 +9,7 @@ with the true mask. Protocol of the paper: each method is fitted on a separate c
 generator, no shifted region, another seed) and scores the test cube.
 
 Sizes chosen so the full run stays near 10 minutes on 2 cores: 32 x 32 pixels x 512 channels, 2 seeds per case,
-CVAE3D trained for 40 steps of 4 random 16 x 16 tiles (Adam, lr 3e-3). Quick mode: 24 x 24 x 256, shifts 1 and
+CVAE3D trained for 40 steps of 4 random 16 x 16 tiles (Adam, lr 1e-2). Quick mode: 24 x 24 x 256, shifts 1 and
 4 eV at 5%, one seed, 30 steps. ``seconds`` is the mean time of one fit + scoring.
 """
 

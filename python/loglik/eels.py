@@ -448,7 +448,6 @@ def _build_cvae_class() -> type:
             self.log_sigma = nn.Parameter(
                 torch.zeros(self.n_energy), requires_grad=self.learn_variance and self.likelihood == "gaussian"
             )
-            self.register_buffer("scale", torch.ones(()))
 
         def encode(self, x):
             """x: (N, 1, X, Y, E) normalised spectra -> (mu, logvar), each (N, latent, X, Y)."""
@@ -475,20 +474,30 @@ def _build_cvae_class() -> type:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
             return self.decode(z), mu, logvar
 
+        @staticmethod
+        def normalise(counts):
+            """counts (N, 1, X, Y, E) -> (spectra divided by their mean count, the means (N, 1, X, Y, 1)).
+
+            Per-spectrum normalisation takes thickness and dose out of what the network has to model; the
+            likelihood is still that of the raw counts (the means are multiplied back)."""
+            m = counts.mean(dim=-1, keepdim=True).clamp_min(1e-6)
+            return counts / m, m
+
         def nll(self, decoded, counts):
             """Per-pixel negative log-likelihood (N, X, Y) of raw counts (N, 1, X, Y, E) given the decoder output."""
+            _, m = self.normalise(counts)
             if self.likelihood == "poisson":
-                log_rate = decoded + torch.log(self.scale)
+                log_rate = decoded + torch.log(m)
                 return (torch.exp(log_rate) - counts * log_rate + torch.lgamma(counts + 1)).sum(dim=(1, 4))
-            xn = counts / self.scale
+            xn = counts / m
             log_sigma = self.log_sigma.view(1, 1, 1, 1, -1)
             r = (xn - decoded) * torch.exp(-log_sigma)
-            nll = 0.5 * r * r + log_sigma + 0.5 * math.log(2 * math.pi) + torch.log(self.scale)
+            nll = 0.5 * r * r + log_sigma + 0.5 * math.log(2 * math.pi) + torch.log(m)
             return nll.sum(dim=(1, 4))
 
         def loss(self, counts):
             """Mean over pixels of NLL + beta * KL for raw counts (N, 1, X, Y, E)."""
-            decoded, mu, logvar = self(counts / self.scale)
+            decoded, mu, logvar = self(self.normalise(counts)[0])
             kl = 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(dim=1)
             return (self.nll(decoded, counts) + self.beta * kl).mean()
 
@@ -518,7 +527,8 @@ Args:
 
 Shapes: ``encode(x)``: x (N, 1, X, Y, E) -> mu, logvar (N, latent_dim, X, Y); ``decode(z)`` -> (N, 1, X, Y, E);
 ``nll(decoded, counts)`` -> (N, X, Y); ``loss(counts)`` -> scalar. Train with :func:`eels_anomaly_scores` or
-your own loop (set ``model.scale`` to the mean count first).
+your own loop. Inputs of ``encode``/``forward`` are spectra normalised by ``CVAE3D.normalise`` (divided by their
+own mean count); ``nll`` and ``loss`` take raw counts.
 """
 
 
@@ -560,7 +570,6 @@ def _train_cvae(
     torch.manual_seed(seed)
     model: Any = CVAE3D(ne, **model_kwargs)  # type: ignore[call-arg]
     data = torch.from_numpy(np.ascontiguousarray(cube, dtype=np.float32))[None, None]
-    model.scale.fill_(float(max(cube.mean(), 1e-6)))
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     tx, ty = min(tile, nx), min(tile, ny)
     steps_per_epoch = max(1, (nx * ny) // (tx * ty * batch_tiles))
@@ -602,7 +611,7 @@ def eels_anomaly_scores(
     epochs: int = 30,
     tile: int = 16,
     batch_tiles: int = 4,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     latent_dim: int = 4,
     likelihood: str = "gaussian",
     seed: int = 0,
@@ -678,21 +687,22 @@ def eels_anomaly_scores(
     model.eval()
     data = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None]
     with torch.no_grad():
-        decoded, _, _ = model(data / model.scale)
+        xn, m = model.normalise(data)
+        decoded, _, _ = model(xn)
         if score == "nll":
             if sl == slice(0, ne):
                 s = model.nll(decoded, data)[0]
             else:
                 s = model.nll(decoded[..., sl], data[..., sl]) if model.likelihood == "poisson" else None
                 if s is None:  # Gaussian: the per-channel variance must be cut to the window too
-                    xn = data[..., sl] / model.scale
+                    xn = xn[..., sl]
                     ls = model.log_sigma[sl].view(1, 1, 1, 1, -1)
                     r = (xn - decoded[..., sl]) * torch.exp(-ls)
                     s = (0.5 * r * r + ls).sum(dim=(1, 4))
                 s = s[0]
             out = s.double().numpy()
         else:
-            rec = torch.exp(decoded) * model.scale if model.likelihood == "poisson" else decoded * model.scale
+            rec = torch.exp(decoded) * m if model.likelihood == "poisson" else decoded * m
             xs, rs = c.reshape(-1, ne)[:, sl], rec[0, 0].double().numpy().reshape(-1, ne)[:, sl]
             out = _correlation_scores(xs, rs) if score == "correlation" else _poisson_deviance(xs, rs)
             out = out.reshape(nx, ny)
