@@ -293,7 +293,7 @@ def _torch_check(t: Any, name: str, *, check_finite: bool) -> Any:
 
 def _all_finite(t: Any) -> bool:
     torch = _backend.torch()
-    if t.is_cuda:
+    if t.is_cuda or type(t) not in (torch.Tensor, torch.nn.Parameter):  # GPU, or fake tensors under tracing
         return bool(torch.isfinite(t).all())
     # One float64 sum on the caller's thread (NaN/inf propagate, float32 cannot overflow it); the exact elementwise
     # check runs only when the sum is not finite. Avoids waking torch's thread pool between loglik kernels.
