@@ -276,7 +276,7 @@ def ila_sdp(
     verbose: bool = False,
     soft_memberships: bool = True,
     warm_start: str = "multipliers",
-    kkt_tol: float = 1e-4,
+    kkt_tol: float = 1e-6,
 ) -> SDPResult:
     """Iterative likelihood-adjusted SDP (iLA-SDP) for Gaussian mixtures with cluster-specific covariances.
 
