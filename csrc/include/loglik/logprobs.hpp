@@ -220,12 +220,13 @@ inline int64_t local_target(int64_t target, int64_t vocab_start, int64_t V) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Chunk drivers (rows in parallel). x/z/dx are row-major [rows, V] with leading dimension ld. inv_temp_rows may be
+// Chunk drivers (rows in parallel; dynamic schedule so a thread slowed by another process does not hold the
+// barrier on a shared machine). x/z/dx are row-major [rows, V] with leading dimension ld. inv_temp_rows may be
 // null (then inv_temp is used for every row).
 template <class T, class Rows = GenericRows<T>>
 void chunk_stats(const T* x, T* zout, int64_t rows, int64_t V, int64_t ld, const int64_t* targets, int64_t vocab_start,
                  int64_t ignore_index, const T* inv_temp_rows, T inv_temp, T softcap, bool transform, T* stats) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
   for (int64_t r = 0; r < rows; ++r) {
     T* st = stats + 5 * r;
     const Transform<T> tr{inv_temp_rows != nullptr ? inv_temp_rows[r] : inv_temp, softcap};
@@ -239,7 +240,7 @@ template <class T, class Rows = GenericRows<T>>
 void chunk_grad(const T* x, T* dx, int64_t rows, int64_t V, int64_t ld, const int64_t* targets, int64_t vocab_start,
                 int64_t ignore_index, const T* inv_temp_rows, T inv_temp, T softcap, bool transform, const T* lse_ez,
                 const T* coef) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
   for (int64_t r = 0; r < rows; ++r) {
     T* d = dx + r * ld;
     if (targets[r] == ignore_index) {
@@ -257,7 +258,7 @@ void chunk_grad(const T* x, T* dx, int64_t rows, int64_t V, int64_t ld, const in
 template <class T, class Rows = GenericRows<T>>
 void chunk_fused(T* buf, int64_t rows, int64_t V, int64_t ld, const int64_t* targets, int64_t ignore_index,
                  const T* inv_temp_rows, T inv_temp, T softcap, T* stats, const T* coef, bool write_grad) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
   for (int64_t r = 0; r < rows; ++r) {
     T* st = stats + 5 * r;
     T* row = buf + r * ld;
