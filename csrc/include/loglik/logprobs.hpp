@@ -28,6 +28,14 @@
 
 namespace loglik::lm {
 
+// The row kernels are force-inlined so that each CPU-specific wrapper in csrc/cpu/logprobs.cpp (AVX-512, AVX2)
+// compiles the whole loop nest for its instruction set; a plain `inline` may stay an out-of-line baseline copy.
+#if defined(__GNUC__)
+#define LOGLIK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LOGLIK_ALWAYS_INLINE inline
+#endif
+
 // ---------------------------------------------------------------------------------------------------------------
 // Scalar math that GCC vectorizes inside `omp simd` loops (branch-free, no libm calls for float).
 template <class T>
@@ -36,7 +44,7 @@ struct fastmath;
 template <>
 struct fastmath<float> {
   // exp with Cody-Waite range reduction and the Cephes minimax polynomial (about 1 ulp on the reduced range).
-  static inline float exp(float x) {
+  static LOGLIK_ALWAYS_INLINE float exp(float x) {
     const float xc = std::min(std::max(x, -87.0f), 88.0f);
     // Round to nearest with the 1.5 * 2^23 trick (no SSE4.1 round instruction needed in the portable build).
     const float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -55,7 +63,7 @@ struct fastmath<float> {
     return p * __builtin_bit_cast(float, bits);
   }
   // tanh(y) = sign(y) (1 - 2 / (exp(2|y|) + 1)); absolute error ~1e-7, which is what a float logit can hold.
-  static inline float tanh(float y) {
+  static LOGLIK_ALWAYS_INLINE float tanh(float y) {
     const float a = std::fabs(y);
     const float e = exp(std::min(2.0f * a, 88.0f));
     const float t = 1.0f - 2.0f / (e + 1.0f);
@@ -75,14 +83,14 @@ struct Transform {
   T softcap;  // <= 0 means no softcap
   bool capped() const { return softcap > T(0); }
   template <bool kCap>
-  inline T apply(T x) const {
+  LOGLIK_ALWAYS_INLINE T apply(T x) const {
     if constexpr (kCap) return softcap * fastmath<T>::tanh(x / softcap) * inv_temp;
     return x * inv_temp;
   }
   T operator()(T x) const { return capped() ? apply<true>(x) : apply<false>(x); }
   // dz/dx expressed through z itself (tanh(x / c) = z / (inv_temp * c)).
   template <bool kCap>
-  inline T deriv(T z) const {
+  LOGLIK_ALWAYS_INLINE T deriv(T z) const {
     if constexpr (!kCap) return inv_temp;
     const T t = z / (inv_temp * softcap);
     return inv_temp * (T(1) - t * t);
@@ -98,14 +106,14 @@ constexpr int64_t kBlock = 1024;
 
 // Mode: 0 = x already transformed, 1 = transform without cap, 2 = transform with softcap.
 template <int kMode, class T>
-inline T row_z(const Transform<T>& tr, T x) {
+LOGLIK_ALWAYS_INLINE T row_z(const Transform<T>& tr, T x) {
   if constexpr (kMode == 0) return x;
   if constexpr (kMode == 1) return tr.template apply<false>(x);
   return tr.template apply<true>(x);
 }
 
 template <int kMode, class T>
-inline void row_stats_impl(const T* x, T* zout, int64_t V, int64_t t, const Transform<T>& tr, T* st) {
+LOGLIK_ALWAYS_INLINE void row_stats_impl(const T* x, T* zout, int64_t V, int64_t t, const Transform<T>& tr, T* st) {
   T m = -std::numeric_limits<T>::infinity();
   double sumz = 0.0;
   if (kMode == 0 && zout != nullptr && zout != x) std::memcpy(zout, x, sizeof(T) * static_cast<size_t>(V));
@@ -165,7 +173,7 @@ inline void row_stats_impl(const T* x, T* zout, int64_t V, int64_t t, const Tran
 }
 
 template <class T>
-inline void row_stats(const T* x, T* zout, int64_t V, int64_t t, const Transform<T>& tr, bool transform, T* st) {
+LOGLIK_ALWAYS_INLINE void row_stats(const T* x, T* zout, int64_t V, int64_t t, const Transform<T>& tr, bool transform, T* st) {
   if (!transform)
     row_stats_impl<0>(x, zout, V, t, tr, st);
   else if (tr.capped())
@@ -175,7 +183,7 @@ inline void row_stats(const T* x, T* zout, int64_t V, int64_t t, const Transform
 }
 
 template <int kMode, bool kCap, class T>
-inline void row_grad_impl(const T* x, T* dx, int64_t V, int64_t t, const Transform<T>& tr, T lse, T ez,
+LOGLIK_ALWAYS_INLINE void row_grad_impl(const T* x, T* dx, int64_t V, int64_t t, const Transform<T>& tr, T lse, T ez,
                           const T* coef) {
   const T a = coef[0] + T(2) * coef[1] * lse;
   const T b = coef[2], c = coef[3], g = coef[4];
@@ -191,7 +199,7 @@ inline void row_grad_impl(const T* x, T* dx, int64_t V, int64_t t, const Transfo
 
 // Writes dL/dx for one row into dx (may alias x). `lse` and `ez` (= E[z]) are the row's global statistics.
 template <class T>
-inline void row_grad(const T* x, T* dx, int64_t V, int64_t t, const Transform<T>& tr, bool transform, T lse, T ez,
+LOGLIK_ALWAYS_INLINE void row_grad(const T* x, T* dx, int64_t V, int64_t t, const Transform<T>& tr, bool transform, T lse, T ez,
                      const T* coef) {
   const bool cap = tr.capped();
   if (!transform)
