@@ -117,8 +117,8 @@ def _ops() -> Any:
         stats = out["stats"]
         lse, ez, zt = lm._finalize_stats(stats)
         zero = torch.zeros_like(lse)
-        lp = torch.where(valid, zt - lse, zero)
-        ent = torch.where(valid, lse - ez, zero)
+        lp = torch.where(valid, (zt - lse).clamp(max=0.0), zero)
+        ent = torch.where(valid, (lse - ez).clamp(min=0.0), zero)
         return lp, ent, lse, stats[:, 3] / v
 
     @linear_logprobs.register_fake
@@ -330,7 +330,11 @@ def _ops() -> Any:
         stats = _logits_stats(logits, targets, temperature, temperature_scalar, cap, ignore_index, chunk_size)
         lse, ez, zt = lm._finalize_stats(stats)
         zero = torch.zeros_like(lse)
-        return torch.where(valid, zt - lse, zero), torch.where(valid, lse - ez, zero), lse
+        return (
+            torch.where(valid, (zt - lse).clamp(max=0.0), zero),
+            torch.where(valid, (lse - ez).clamp(min=0.0), zero),
+            lse,
+        )
 
     def _logits_stats(logits, targets, temperature, ts, cap, ii, chunk_size):
         n, v = logits.shape
