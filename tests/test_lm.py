@@ -380,6 +380,18 @@ def test_sequence_logprobs():
     assert float(loglik.sequence_logprobs(lp[0], mask[0]).detach()) == pytest.approx(float(lp[0, :3].sum().detach()))
 
 
+def test_sequence_logprobs_all_padding_segment_ids():
+    # Regression: every segment id negative (all padding) raised a torch RuntimeError from scatter_add.
+    lp = -torch.rand(2, 5, dtype=torch.float64, requires_grad=True)
+    seg = torch.full((2, 5), -1)
+    s = loglik.sequence_logprobs(lp, seg)
+    assert s.shape == (2, 0) and s.requires_grad
+    mean, valid = loglik.sequence_logprobs(lp, seg, average=True)
+    assert mean.shape == (2, 0) and valid.shape == (2, 0) and valid.dtype == torch.bool
+    out = loglik.sequence_logprobs(np.zeros(4), -np.ones(4, dtype=np.int64))
+    assert isinstance(out, np.ndarray) and out.shape == (0,)
+
+
 def _bad_calls():
     h, w, b, t = _inputs(torch.float32)
     nan_h = h.clone()

@@ -824,8 +824,11 @@ def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average:
         valid = ids2 >= 0
         idx = torch.where(valid, ids2, torch.zeros_like(ids2))
         m = valid.to(lp.dtype)
-        total = torch.zeros(lp2.shape[0], s, dtype=lp.dtype, device=lp.device).scatter_add(1, idx, lp2 * m)
-        count = torch.zeros(lp2.shape[0], s, dtype=lp.dtype, device=lp.device).scatter_add(1, idx, m)
+        if s == 0:  # every token is padding (or T == 0): no sequence, an empty [B, 0] result (scatter would fail)
+            total, count = (lp2 * m)[:, :0], m[:, :0]
+        else:
+            total = torch.zeros(lp2.shape[0], s, dtype=lp.dtype, device=lp.device).scatter_add(1, idx, lp2 * m)
+            count = torch.zeros(lp2.shape[0], s, dtype=lp.dtype, device=lp.device).scatter_add(1, idx, m)
     else:
         raise TypeError(f"mask_or_segment_ids: expected a bool mask or integer segment ids, got {ids2.dtype}")
     if squeeze:
