@@ -228,6 +228,16 @@ def test_torch_cpu_in_torch_out_and_inputs_untouched(rng):
     np.testing.assert_allclose(loglik.kde_score(xs, s, 0.3), loglik.kde_score(x, s, 0.3), rtol=1e-6)
 
 
+def test_bfloat16_tensor_inputs(rng):
+    # regression: bfloat16 tensors failed in the numpy conversion with "Got unsupported ScalarType BFloat16"
+    x, s, _ = make(rng, 5, 40, 2, np.float32, False)
+    xb, sb = torch.from_numpy(x).bfloat16(), torch.from_numpy(s).bfloat16()
+    got = loglik.kde_score(xb, sb, 0.5)
+    want = loglik.kde_score(xb.float(), sb.float(), 0.5)
+    assert isinstance(got, torch.Tensor) and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), want.float())
+
+
 @needs_compiled
 @pytest.mark.parametrize("impl", ["cpp", "reference"])
 def test_autograd_wrt_x(rng, impl):

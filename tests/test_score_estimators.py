@@ -116,6 +116,11 @@ def test_tweedie_does_not_modify_inputs():
         ((np.ones(3), np.array([0, np.inf, 0]), "gaussian"), {"sigma": 1.0}, ValueError, "score"),
         ((np.ones(3), np.ones(4), "gaussian"), {"sigma": 1.0}, ValueError, "score"),
         ((np.ones(3), np.ones(3), "laplace"), {}, ValueError, "noise"),
+        # regression: complex / non-numeric arrays were accepted (complex output, or numpy's own error)
+        ((np.ones(3, complex), np.ones(3), "gaussian"), {"sigma": 1.0}, TypeError, "y"),
+        ((np.ones(3), np.ones(3, complex), "gaussian"), {"sigma": 1.0}, TypeError, "score"),
+        ((np.array(["a", "b"]), np.ones(2), "gaussian"), {"sigma": 1.0}, TypeError, "y"),
+        ((torch.ones(3, dtype=torch.complex64), torch.ones(3), "gaussian"), {"sigma": 1.0}, TypeError, "y"),
     ],
 )
 def test_tweedie_bad_input(args, kwargs, exc, name):
@@ -265,6 +270,15 @@ def test_hutchinson_bad_input():
         loglik.hutchinson_divergence(f, torch.full((2, 2), float("nan")), 2)
     with pytest.raises(ValueError, match="f"):
         loglik.hutchinson_divergence(lambda x: x.sum(1), torch.zeros(2, 2), 2)
+    # regression: an integer x and an f whose output is detached from x gave torch RuntimeErrors
+    with pytest.raises(TypeError, match="x"):
+        loglik.hutchinson_divergence(f, torch.zeros(2, 2, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="f"):
+        loglik.hutchinson_divergence(lambda x: torch.ones_like(x), torch.zeros(2, 2), 2)
+    with pytest.raises(ValueError, match="f"):
+        loglik.hutchinson_divergence(lambda x: x.detach() * 2, torch.zeros(2, 2), 2)
+    with pytest.raises(TypeError, match="f"):
+        loglik.hutchinson_divergence(lambda x: x.detach().numpy(), torch.zeros(2, 2), 2)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ __all__ = ["as_float_array", "check_int", "check_positive", "check_choice", "lik
 def to_numpy(x: Any, name: str) -> np.ndarray:
     """A numpy view of x (numpy array, torch tensor on any device, or nested sequence) without modifying it."""
     if _backend.is_torch(x):
-        return x.detach().cpu().numpy()
+        t = x.detach().cpu()
+        if t.dtype == _backend.torch().bfloat16:  # numpy has no bfloat16; float32 holds every bfloat16 exactly
+            t = t.float()
+        return t.numpy()
     if isinstance(x, np.ndarray):
         return x
     try:

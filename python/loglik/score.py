@@ -325,6 +325,18 @@ def _xp(a: Any) -> Any:
     return _backend.torch() if _backend.is_torch(a) else np
 
 
+def _check_real(a: Any, name: str) -> None:
+    """TypeError naming ``name`` unless a (numpy array or torch tensor) holds real numbers (float, int or bool)."""
+    if _backend.is_torch(a):
+        if a.is_complex():
+            raise TypeError(f"{name}: complex values are not supported")
+        return
+    if a.dtype.kind == "c":
+        raise TypeError(f"{name}: complex values are not supported")
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+
+
 def _all_finite(a: Any) -> bool:
     if _backend.is_torch(a):
         return bool(_backend.torch().isfinite(a).all())
@@ -364,11 +376,13 @@ def tweedie_denoise(
     noise = check_choice(noise, "noise", ("gaussian", "poisson", "gamma"))
     if not (_backend.is_torch(y) or isinstance(y, np.ndarray)):
         y = as_float_array(y, "y", min_rows=0)
+    _check_real(y, "y")
     if not _all_finite(y):
         raise ValueError("y: contains NaN or infinite values")
     s = score(y) if callable(score) else score
     if not (_backend.is_torch(s) or isinstance(s, np.ndarray)):
         s = as_float_array(s, "score", min_rows=0)
+    _check_real(s, "score")
     if tuple(s.shape) != tuple(y.shape):
         raise ValueError(f"score: expected y's shape {tuple(y.shape)}, got {tuple(s.shape)}")
     if not _all_finite(s):
@@ -507,6 +521,8 @@ def hutchinson_divergence(
         raise TypeError("x: expected a torch tensor")
     n = check_int(n_probes, "n_probes", low=1)
     probe = check_choice(probe, "probe", ("rademacher", "gaussian"))
+    if not x.is_floating_point():
+        raise TypeError(f"x: expected a floating-point tensor (autograd needs one), got {x.dtype}")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x: expected a batch [B, ...] with B >= 1, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -514,8 +530,12 @@ def hutchinson_divergence(
     xr = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
     with torch.enable_grad():
         out = f(xr)
+    if not _backend.is_torch(out):
+        raise TypeError(f"f: expected it to return a torch tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(x.shape):
         raise ValueError(f"f: expected an output of x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
+    if not out.requires_grad:
+        raise ValueError("f: its output does not depend on x through autograd (detached, or computed under no_grad)")
     b = x.shape[0]
     ests = []
     for i in range(n):
