@@ -458,3 +458,71 @@ def test_superpose_bad_input():
         loglik.superpose([fn], torch.zeros(2, 2), sde, 10, logq_init=torch.zeros(2, 3))
     with pytest.raises(TypeError, match="x_init"):
         loglik.superpose([fn], np.zeros((2, 2)), sde, 10)
+
+
+def test_sde_ito_and_superposition_bad_input_regressions():
+    # Regression: these gave silent NaN, torch RuntimeErrors / AttributeErrors, or "math domain error".
+    sde = loglik.VPSDE()
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="beta_max"):
+        loglik.VPSDE(20.0, 0.1)
+    for bad_t in (float("nan"), -0.1, 1.5):
+        with pytest.raises(ValueError, match="t:"):
+            sde.diffusion(bad_t)
+        with pytest.raises(ValueError, match="t:"):
+            loglik.VESDE().marginal(bad_t)
+    with pytest.raises(TypeError, match="t:"):
+        sde.drift(x, torch.full((4,), 0.5))
+    assert sde.diffusion(torch.tensor(0.5)) == pytest.approx(sde.diffusion(0.5))
+    lq = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="logq"):
+        loglik.superposition_weights(torch.full((2, 4), float("nan")))
+    with pytest.raises(ValueError, match="logq"):
+        loglik.superposition_weights(torch.full((2, 4), -math.inf))
+    with pytest.raises(TypeError, match="logq"):
+        loglik.superposition_weights(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="bias"):
+        loglik.superposition_weights(lq, bias=torch.zeros(3))
+    with pytest.raises(ValueError, match="bias"):
+        loglik.superposition_weights(lq, bias=torch.full((2,), float("nan")))
+    kappa = loglik.superposition_weights(torch.tensor([[0.0, 0.0], [-math.inf, 0.0]]))
+    assert torch.isfinite(kappa).all() and float(kappa[0, 1]) == 0.0
+    and_kw = dict(
+        scores=torch.randn(2, 4, 2), drift=torch.zeros(4, 2), diffusion=1.0, div_drift=torch.zeros(4), dtau=0.01,
+        noise=torch.randn(4, 2),
+    )  # fmt: skip
+    for key, value, exc in [
+        ("scores", torch.full((2, 4, 2), float("nan")), ValueError),
+        ("scores", torch.zeros(3, 4, 2), ValueError),
+        ("drift", torch.zeros(4, 3), ValueError),
+        ("noise", torch.zeros(4), ValueError),
+        ("div_drift", torch.zeros(5), ValueError),
+        ("ridge", -1.0, ValueError),
+        ("diffusion", float("nan"), ValueError),
+    ]:
+        with pytest.raises(exc, match=key):
+            loglik.superposition_weights(lq, "and", **{**and_kw, key: value})
+    step_kw = dict(drift=torch.zeros(4, 2), diffusion=1.0, div_drift=torch.zeros(4), dtau=0.01)
+    with pytest.raises(ValueError, match="dx"):
+        loglik.ito_logdensity_step(torch.zeros(4), torch.full((4, 2), float("nan")), torch.zeros(4, 2), **step_kw)
+    with pytest.raises(ValueError, match="div_drift"):
+        loglik.ito_logdensity_step(
+            torch.zeros(4), torch.zeros(4, 2), torch.zeros(4, 2), **{**step_kw, "div_drift": torch.zeros(6)}
+        )
+    with pytest.raises(TypeError, match="drift"):
+        loglik.ito_logdensity_step(torch.zeros(4), torch.zeros(4, 2), torch.zeros(4, 2), **{**step_kw, "drift": 0.0})
+    fn = lambda x, t: -x
+    with pytest.raises(ValueError, match=r"score_fns\[1\]"):
+        loglik.superpose([fn, lambda x, t: x * float("nan")], torch.zeros(4, 2), sde, 3)
+    with pytest.raises(ValueError, match=r"score_fns\[0\]"):
+        loglik.superpose([lambda x, t: x[:, :1]], torch.zeros(4, 2), sde, 3)
+    with pytest.raises(TypeError, match=r"score_fns\[0\]"):
+        loglik.superpose([1], torch.zeros(4, 2), sde, 3)
+    with pytest.raises(ValueError, match="bias"):
+        loglik.superpose([fn, fn], torch.zeros(4, 2), sde, 3, bias=torch.zeros(5))
+    with pytest.raises(TypeError, match="sde"):
+        loglik.superpose([fn], torch.zeros(4, 2), "vp", 3)
+    with pytest.raises(TypeError, match="x_init"):
+        loglik.superpose([fn], torch.zeros(4, 2, dtype=torch.long), sde, 3)
+    with pytest.raises(ValueError, match="x_init"):
+        loglik.superpose([fn], torch.zeros(0, 2), sde, 3)

@@ -568,6 +568,41 @@ def _numel_per_row(x: Any) -> int:
     return int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
 
 
+def _check_time(t: Any) -> float:
+    """The SDE time t as a float in [0, 1] (a Python/numpy number or a one-element tensor)."""
+    if isinstance(t, bool):
+        raise TypeError(f"t: expected a real number (the time in [0, 1]), got {t!r}")
+    try:
+        v = float(t)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"t: expected a real number (the time in [0, 1]), got {t!r}") from exc
+    if not 0.0 <= v <= 1.0:  # also rejects NaN
+        raise ValueError(f"t: expected a finite time in [0, 1], got {t!r}")
+    return v
+
+
+def check_real(value: Any, name: str) -> float:
+    """A finite real number (not bool), or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number or a tensor, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_tensor(a: Any, name: str, shape: tuple[int, ...] | None = None, *, finite: bool = True) -> None:
+    """TypeError unless a is a floating-point torch tensor; ValueError for a wrong shape or NaN/inf values."""
+    torch = _backend.torch()
+    if not _backend.is_torch(a):
+        raise TypeError(f"{name}: expected a torch tensor, got {type(a).__name__}")
+    if not a.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {a.dtype}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
+    if finite and not bool(torch.isfinite(a).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+
+
 @dataclasses.dataclass(frozen=True)
 class VPSDE:
     """Variance-preserving SDE dx = -beta(t)/2 x dt + sqrt(beta(t)) dW on t in [0, 1], beta linear in t.
@@ -582,9 +617,11 @@ class VPSDE:
     def __post_init__(self) -> None:
         check_positive(self.beta_min, "beta_min")
         check_positive(self.beta_max, "beta_max")
+        if self.beta_max < self.beta_min:
+            raise ValueError(f"beta_max: expected >= beta_min ({self.beta_min}), got {self.beta_max}")
 
     def beta(self, t: float) -> float:
-        return self.beta_min + (self.beta_max - self.beta_min) * t
+        return self.beta_min + (self.beta_max - self.beta_min) * _check_time(t)
 
     def drift(self, x: Any, t: float) -> Any:
         """f(x, t) = -beta(t) x / 2, same shape as x."""
@@ -601,6 +638,7 @@ class VPSDE:
 
     def marginal(self, t: float) -> tuple[float, float]:
         """(alpha_t, sigma_t) of x_t = alpha_t x_0 + sigma_t eps."""
+        t = _check_time(t)
         big_b = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
         alpha = math.exp(-0.5 * big_b)
         return alpha, math.sqrt(max(0.0, -math.expm1(-big_b)))
@@ -627,9 +665,10 @@ class VESDE:
             raise ValueError("sigma_max: expected > sigma_min")
 
     def sigma(self, t: float) -> float:
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** _check_time(t)
 
     def drift(self, x: Any, t: float) -> Any:
+        _check_time(t)
         return 0.0 * x
 
     def diffusion(self, t: float) -> float:
@@ -637,6 +676,7 @@ class VESDE:
 
     def div_drift(self, x: Any, t: float) -> Any:
         torch = _backend.torch()
+        _check_time(t)
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def marginal(self, t: float) -> tuple[float, float]:
@@ -670,14 +710,29 @@ def ito_logdensity_step(
     """
     if not _backend.is_torch(dx):
         raise TypeError("dx: expected a torch tensor")
-    if tuple(score.shape) != tuple(dx.shape) or tuple(drift.shape) != tuple(dx.shape):
-        raise ValueError(
-            f"score, drift: expected dx's shape {tuple(dx.shape)}, got {tuple(score.shape)}, {tuple(drift.shape)}"
-        )
-    if tuple(logq.shape) != (dx.shape[0],):
-        raise ValueError(f"logq: expected shape ({dx.shape[0]},), got {tuple(logq.shape)}")
+    if dx.ndim < 1:
+        raise ValueError(f"dx: expected a batch [B, ...], got shape {tuple(dx.shape)}")
+    _check_tensor(dx, "dx")
+    for name, a in (("score", score), ("drift", drift)):
+        if _backend.is_torch(a) and tuple(a.shape) != tuple(dx.shape):
+            raise ValueError(
+                f"score, drift: expected dx's shape {tuple(dx.shape)}, got "
+                f"{tuple(getattr(score, 'shape', ()))}, {tuple(getattr(drift, 'shape', ()))}"
+            )
+        _check_tensor(a, name, tuple(dx.shape))
+    _check_tensor(logq, "logq", (dx.shape[0],))
+    if _backend.is_torch(div_drift):
+        if tuple(div_drift.shape) not in ((), (dx.shape[0],)):
+            raise ValueError(f"div_drift: expected a scalar or shape ({dx.shape[0]},), got {tuple(div_drift.shape)}")
+        _check_tensor(div_drift, "div_drift")
+    else:
+        check_real(div_drift, "div_drift")
     dtau = check_positive(dtau, "dtau")
     g2 = check_positive(diffusion, "diffusion", allow_zero=True) ** 2
+    return _ito_step(logq, dx, score, drift, g2, div_drift, dtau)
+
+
+def _ito_step(logq: Any, dx: Any, score: Any, drift: Any, g2: float, div_drift: Any, dtau: float) -> Any:
     return logq + _flat_dot(dx, score) + (div_drift + _flat_dot(drift - 0.5 * g2 * score, score)) * dtau
 
 
@@ -718,21 +773,48 @@ def superposition_weights(
     """
     torch = _backend.torch()
     mode = check_choice(mode, "mode", ("or", "and"))
+    if not _backend.is_torch(logq):
+        raise TypeError(f"logq: expected a torch tensor, got {type(logq).__name__}")
     if logq.ndim != 2:
         raise ValueError(f"logq: expected [K, B], got shape {tuple(logq.shape)}")
+    _check_tensor(logq, "logq", finite=False)
+    if bool(torch.isnan(logq).any()) or bool(torch.isposinf(logq).any()):
+        raise ValueError("logq: contains NaN or +inf values")
     k_models, b = logq.shape
     if mode == "or":
         t = check_positive(temperature, "temperature")
         logits = t * logq
         if bias is not None:
             bias_t = torch.as_tensor(bias, dtype=logq.dtype, device=logq.device)
+            if tuple(bias_t.shape) not in ((k_models,), (k_models, b)):
+                raise ValueError(f"bias: expected shape ({k_models},) or ({k_models}, {b}), got {tuple(bias_t.shape)}")
+            if bool(torch.isnan(bias_t).any()) or bool(torch.isposinf(bias_t).any()):
+                raise ValueError("bias: contains NaN or +inf values")
             logits = logits + (bias_t[:, None] if bias_t.ndim == 1 else bias_t)
+        if k_models and bool(torch.isneginf(logits).all(dim=0).any()):
+            raise ValueError("logq: some batch row has log-density (plus bias) -inf under every model")
         # exp(l - logsumexp l) rather than torch.softmax, which is ~1000x slower for small float64 inputs on CPU
         return torch.exp(logits - torch.logsumexp(logits, dim=0, keepdim=True)).T
     if scores is None or drift is None or diffusion is None or div_drift is None or dtau is None or noise is None:
         raise ValueError("mode='and' needs scores, drift, diffusion, div_drift, dtau and noise")
-    g = float(diffusion)
+    g = check_positive(diffusion, "diffusion", allow_zero=True)
     dt = check_positive(dtau, "dtau")
+    ridge = check_positive(ridge, "ridge", allow_zero=True)
+    if not bool(torch.isfinite(logq).all()):
+        raise ValueError("logq: contains NaN or infinite values")
+    if not _backend.is_torch(scores) or scores.ndim < 2 or tuple(scores.shape[:2]) != (k_models, b):
+        raise ValueError(
+            f"scores: expected a tensor [K={k_models}, B={b}, ...], got {tuple(getattr(scores, 'shape', ()))}"
+        )
+    _check_tensor(scores, "scores")
+    _check_tensor(drift, "drift", tuple(scores.shape[1:]))
+    _check_tensor(noise, "noise", tuple(scores.shape[1:]))
+    if _backend.is_torch(div_drift):
+        if tuple(div_drift.shape) not in ((), (b,)):
+            raise ValueError(f"div_drift: expected a scalar or shape ({b},), got {tuple(div_drift.shape)}")
+        _check_tensor(div_drift, "div_drift")
+    else:
+        div_drift = torch.as_tensor(check_real(div_drift, "div_drift"), dtype=scores.dtype, device=scores.device)
     s = scores.reshape(k_models, b, -1)  # [K, B, P]
     f = drift.reshape(b, -1)
     base_dx = -f * dt + g * noise.reshape(b, -1)  # kappa-independent part of the step
@@ -799,10 +881,19 @@ def superpose(
     torch = _backend.torch()
     if len(score_fns) < 1:
         raise ValueError("score_fns: expected at least one model")
+    for j, fn in enumerate(score_fns):
+        if not callable(fn):
+            raise TypeError(f"score_fns[{j}]: expected a callable (x, t) -> score, got {type(fn).__name__}")
     if not _backend.is_torch(x_init):
         raise TypeError("x_init: expected a torch tensor")
+    if not x_init.is_floating_point():
+        raise TypeError(f"x_init: expected a floating-point tensor, got {x_init.dtype}")
+    if x_init.ndim < 1 or x_init.shape[0] < 1:
+        raise ValueError(f"x_init: expected a batch [B, ...] with B >= 1, got shape {tuple(x_init.shape)}")
     if not torch.isfinite(x_init).all():
         raise ValueError("x_init: contains NaN or infinite values")
+    if not all(callable(getattr(sde, m, None)) for m in ("drift", "diffusion", "div_drift", "prior_std")):
+        raise TypeError(f"sde: expected a VPSDE or VESDE (drift, diffusion, div_drift, prior_std), got {sde!r}")
     n = check_int(n_steps, "n_steps", low=1)
     mode = check_choice(mode, "mode", ("or", "and"))
     t1 = check_positive(t_end, "t_end")
@@ -824,7 +915,16 @@ def superpose(
     for i in range(n):
         t, dtau = float(ts[i]), float(ts[i] - ts[i + 1])
         with torch.no_grad():
-            scores = torch.stack([fn(x, t) for fn in score_fns])  # [K, B, ...]
+            outs = [fn(x, t) for fn in score_fns]
+            for j, sj in enumerate(outs):
+                if not _backend.is_torch(sj) or tuple(sj.shape) != tuple(x.shape):
+                    raise ValueError(
+                        f"score_fns[{j}]: expected a tensor of x's shape {tuple(x.shape)}, got "
+                        f"{type(sj).__name__} {tuple(getattr(sj, 'shape', ()))}"
+                    )
+                if not bool(torch.isfinite(sj).all()):
+                    raise ValueError(f"score_fns[{j}]: returned NaN or infinite values at t={t:.6g} (step {i})")
+            scores = torch.stack(outs).to(x.dtype)  # [K, B, ...]
             f = sde.drift(x, t)
             g = sde.diffusion(t)
             div_f = sde.div_drift(x, t)
@@ -839,11 +939,6 @@ def superpose(
             view = (b, k_models) + (1,) * (x.ndim - 1)
             mixed = (kappa.view(view) * scores.transpose(0, 1)).sum(dim=1)
             dx = (-f + g * g * mixed) * dtau + g * noise
-            logq = torch.stack(
-                [
-                    ito_logdensity_step(logq[j], dx, scores[j], drift=f, diffusion=g, div_drift=div_f, dtau=dtau)
-                    for j in range(k_models)
-                ]
-            )
+            logq = torch.stack([_ito_step(logq[j], dx, scores[j], f, g * g, div_f, dtau) for j in range(k_models)])
             x = x + dx
     return SuperposeResult(x=x, logq=logq, kappa=kappa, t_end=t1)
