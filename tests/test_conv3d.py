@@ -286,6 +286,34 @@ def test_bad_inputs_torch():
         loglik.conv3d_grad_weight(x, torch.zeros(1, 2, 2, 2, 14, dtype=torch.float64), (2, 1, 3, 3, 3))
 
 
+def test_huge_hyper_parameters_and_shape_entries():
+    # Regression: stride 2**24 reached the kernels (std::bad_alloc MemoryError), padding 2**31 failed in numpy with
+    # a message naming no argument, and conv3d_output_shape accepted 1.5 / "abc" as sizes.
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((1, 2, 5, 6, 7)), rng.standard_normal((2, 2, 2, 2, 2))
+    for stride in ((2**24, 2**30, 2**31 - 1), (9, 1, 100), (1, 1, 8)):
+        xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        yt = torch.nn.functional.conv3d(xt, wt, stride=stride, padding=1)
+        g = torch.randn_like(yt)
+        yt.backward(g)
+        np.testing.assert_allclose(loglik.conv3d(x, w, stride=stride, padding=1), yt.detach().numpy(), atol=1e-12)
+        gw = loglik.conv3d_grad_weight(x, g.numpy(), w.shape, stride=stride, padding=1)
+        np.testing.assert_allclose(gw, wt.grad.numpy(), atol=1e-12)
+        gi = loglik.conv3d_grad_input(g.numpy(), w, x.shape, stride=stride, padding=1)
+        np.testing.assert_allclose(gi, xt.grad.numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="stride"):
+        loglik.conv3d(x, w, stride=2**40)
+    with pytest.raises(ValueError, match="padding"):
+        loglik.conv3d(x, w, padding=2**31)
+    with pytest.raises(ValueError, match="padding"):
+        loglik.conv3d(x, w, padding=2**20)
+    with pytest.raises(TypeError, match="input_shape"):
+        loglik.conv3d_output_shape((1.5, 2, 5, 6, 7), w.shape)
+    with pytest.raises(TypeError, match="weight_shape"):
+        loglik.conv3d_grad_weight(x, np.zeros((1, 2, 4, 5, 6)), "abcde")
+    assert loglik.conv3d_output_shape(np.array(x.shape), torch.Size(w.shape)) == (1, 2, 4, 5, 6)
+
+
 def test_bad_inputs_compiled_layer():
     """Direct calls into the compiled module raise instead of crashing."""
     C = _backend.C()

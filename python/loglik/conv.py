@@ -12,9 +12,10 @@ The EELS names (``CVAE3D``, ``eels_anomaly_scores``, ``pca_anomaly_scores``, ``s
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,6 +44,7 @@ __all__ = [
 Triple = tuple[int, int, int]
 _IMPLS = ("auto", "cpu", "triton", "reference")
 _AXES = ("X", "Y", "E")
+_INT32_MAX = 2**31 - 1
 
 
 def _triple(value: Any, name: str, *, low: int) -> Triple:
@@ -61,6 +63,8 @@ def _triple(value: Any, name: str, *, low: int) -> Triple:
             raise TypeError(f"{name}: expected ints, got {value!r}")
         if int(v) < low:
             raise ValueError(f"{name}: expected values >= {low}, got {value!r}")
+        if int(v) > _INT32_MAX:  # the kernels index with 32-bit geometry; larger values overflowed in C++
+            raise ValueError(f"{name}: expected values <= {_INT32_MAX}, got {value!r}")
         out.append(int(v))
     return (out[0], out[1], out[2])
 
@@ -93,7 +97,16 @@ def _geometry(
                 f"({x_shape[2 + a]} + 2*{p[a]})"
             )
         out.append((x_shape[2 + a] + 2 * p[a] - span) // s[a] + 1)
-    return s, p, d, (int(x_shape[0]), int(w_shape[0]), out[0], out[1], out[2])
+    out_shape = (int(x_shape[0]), int(w_shape[0]), out[0], out[1], out[2])
+    # Any stride > (padded length - kernel extent) gives a single output along that axis, exactly as the smallest
+    # such stride does, so it is reduced to that one before reaching the kernels, whose phase buffers grow with the
+    # stride (std::bad_alloc for a stride of 2**24 on a tiny input).
+    s = cast(
+        Triple, tuple(min(s[a], x_shape[2 + a] + 2 * p[a] - (d[a] * (w_shape[2 + a] - 1) + 1) + 1) for a in range(3))
+    )
+    if max(x_shape[2 + a] + 2 * p[a] for a in range(3)) > _INT32_MAX or math.prod(out_shape) > 2**48:
+        raise ValueError(f"padding: the output shape {out_shape} would be too large (check padding and stride)")
+    return s, p, d, out_shape
 
 
 def conv3d_output_shape(
@@ -113,7 +126,9 @@ def conv3d_output_shape(
     Returns:
         The output shape; raises ValueError when the kernel does not fit the padded input.
     """
-    return _geometry(tuple(input_shape), tuple(weight_shape), stride, padding, dilation)[3]
+    x_shape = _check_shape(input_shape, "input_shape")
+    w_shape = _check_shape(weight_shape, "weight_shape")
+    return _geometry(x_shape, w_shape, stride, padding, dilation)[3]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,10 +156,13 @@ def _np_conv3d(x, weight, bias, stride, padding, dilation, isa: str) -> np.ndarr
 
 
 def _check_shape(value: Any, name: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in value)
-    except TypeError as exc:
-        raise TypeError(f"{name}: expected a sequence of 5 ints, got {value!r}") from exc
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim == 1 else value
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name}: expected a sequence of 5 ints, got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
+        raise TypeError(f"{name}: expected a sequence of 5 ints, got {value!r}")
+    shape = tuple(int(v) for v in value)
     if len(shape) != 5:
         raise ValueError(f"{name}: expected 5 sizes, got {value!r}")
     return shape
