@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 import sys
 
@@ -69,6 +70,7 @@ def test_synthetic_zero_shift_is_null():
         ({"shift_ev": float("nan")}, "shift_ev"),
         ({"edge": "xyz"}, "edge"),
         ({"thickness_range": (0.0, 1.0)}, "thickness_range"),
+        ({"seed": -1}, "seed"),  # regression: numpy's "expected non-negative integer" named no argument
     ],
 )
 def test_synthetic_bad_args(kwargs, match):
@@ -121,6 +123,11 @@ def test_pca_full_rank_reconstructs_exactly():
         ((np.ones((4, 4, 16)),), {"score": "l2"}, ValueError, "score"),
         ((np.ones((4, 4, 16)),), {"window": (5, 2)}, ValueError, "window"),
         ((np.ones((4, 4, 4)),), {}, ValueError, "at least 8 energy channels"),
+        # regressions: numpy's "cannot convert float NaN to integer"; a NaN train_cube was reported as "cube"
+        ((np.ones((4, 4, 16)),), {"window": (float("nan"), 2)}, ValueError, "window"),
+        ((np.ones((4, 4, 16)),), {"window": ("a", 2)}, TypeError, "window"),
+        ((np.ones((4, 4, 16)),), {"train_cube": np.full((4, 4, 16), np.nan)}, ValueError, "train_cube: contains NaN"),
+        ((np.ones((4, 4, 16)),), {"train_cube": np.ones((4, 16))}, ValueError, "train_cube: expected a 3-D"),
     ],
 )
 def test_pca_bad_inputs(args, kwargs, exc, match):
@@ -242,6 +249,14 @@ def test_load_spectrum_image(tmp_path):
         loglik.load_spectrum_image(str(tmp_path / "x.txt"))
     with pytest.raises(TypeError, match="path"):
         loglik.load_spectrum_image(3)
+    # regression: a corrupt file surfaced the reader's own exception (NotImplementedError, ...)
+    (tmp_path / "bad.npy").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="path: could not read"):
+        loglik.load_spectrum_image(str(tmp_path / "bad.npy"))
+    if importlib.util.find_spec("rsciio") is not None:
+        (tmp_path / "bad.dm4").write_bytes(b"junk")
+        with pytest.raises(ValueError, match="path: could not read"):
+            loglik.load_spectrum_image(str(tmp_path / "bad.dm4"))
 
 
 def test_load_msa_through_rosettasciio():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -148,6 +149,8 @@ def synthetic_fe_spectrum_image(
     if not 0 < t_lo <= t_hi:
         raise ValueError(f"thickness_range: expected 0 < min <= max, got {thickness_range!r}")
     check_choice(edge, "edge", ("real", "model"))
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        check_int(seed, "seed", low=0)
     rng = np.random.default_rng(seed)
 
     energy = FE_L3_EV - 0.3 * ne * ENERGY_SCALE_EV + ENERGY_SCALE_EV * np.arange(ne)
@@ -212,7 +215,10 @@ def load_spectrum_image(path: str) -> dict[str, Any]:
         ".emsa": "rsciio.msa",
     }
     if ext == ".npy":
-        data = np.load(path)
+        try:
+            data = np.load(path)
+        except Exception as exc:
+            raise ValueError(f"path: could not read {path!r} as a .npy array: {exc}") from exc
         return {"cube": _as_cube(data, "path"), "energy": np.arange(data.shape[-1], dtype=float), "metadata": {}}
     if ext not in readers:
         raise ValueError(f"path: unsupported extension {ext!r}; expected one of {sorted([*readers, '.npy'])}")
@@ -221,7 +227,10 @@ def load_spectrum_image(path: str) -> dict[str, Any]:
     import importlib as _il
 
     reader = _il.import_module(readers[ext])
-    items = reader.file_reader(path)
+    try:
+        items = reader.file_reader(path)
+    except Exception as exc:  # the readers raise anything from NotImplementedError to struct.error on a bad file
+        raise ValueError(f"path: could not read {path!r} as a {ext} file: {type(exc).__name__}: {exc}") from exc
     item = next((it for it in items if np.asarray(it["data"]).ndim >= 1), items[0])
     data = np.asarray(item["data"], dtype=np.float64)
     axes = item.get("axes", [])
@@ -248,10 +257,10 @@ def _as_cube(data: np.ndarray, name: str) -> np.ndarray:
 # scores
 
 
-def _check_cube(cube: Any) -> np.ndarray:
-    c = as_float_array(cube, "cube", ndim=3)
+def _check_cube(cube: Any, name: str = "cube") -> np.ndarray:
+    c = as_float_array(cube, name, ndim=3)
     if c.shape[2] < 8:
-        raise ValueError(f"cube: expected at least 8 energy channels, got shape {c.shape}")
+        raise ValueError(f"{name}: expected at least 8 energy channels, got shape {c.shape}")
     return c.astype(np.float64, copy=False)
 
 
@@ -265,6 +274,11 @@ def _window(window: Any, n_energy: int, energy: np.ndarray | None) -> slice:
     if len(window) != 2:
         raise ValueError(f"window: expected (lo, hi), got {window!r}")
     lo, hi = window
+    for v in (lo, hi):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"window: expected two real numbers (lo, hi), got {window!r}")
+        if not math.isfinite(float(v)):
+            raise ValueError(f"window: expected finite bounds, got {window!r}")
     if energy is not None:
         lo, hi = int(np.searchsorted(energy, lo)), int(np.searchsorted(energy, hi))
     lo, hi = int(lo), int(hi)
@@ -334,7 +348,7 @@ def pca_anomaly_scores(
     x = c.reshape(nx * ny, ne)
     xt = x
     if train_cube is not None:
-        t = _check_cube(train_cube)
+        t = _check_cube(train_cube, "train_cube")
         if t.shape[2] != ne:
             raise ValueError(f"train_cube: expected {ne} energy channels like cube, got shape {t.shape}")
         if t.shape[0] * t.shape[1] <= k:
@@ -673,7 +687,7 @@ def eels_anomaly_scores(
         kw.setdefault("likelihood", likelihood)
         tc = c
         if train_cube is not None:
-            tc = _check_cube(train_cube)
+            tc = _check_cube(train_cube, "train_cube")
             if tc.shape[2] != ne:
                 raise ValueError(f"train_cube: expected {ne} energy channels like cube, got shape {tc.shape}")
         model = _train_cvae(
