@@ -116,3 +116,20 @@ def test_cluster_cli_sdp_methods(tmp_path, capsys, method, fn):
     _write(f, X)
     assert main(["cluster", str(f), "--k", "3", "--method", method]) == 0
     assert misclustering_error(_labels(tmp_path / "d.labels.csv"), y) < 0.05
+
+
+def test_cluster_cli_unwritable_outputs_and_bad_threads(tmp_path, capsys):
+    # Regression: an unwritable --out / --plot and --threads 0 ended in a Python traceback instead of a message.
+    X, _ = _blobs(2, n_per=5)
+    f = tmp_path / "d.csv"
+    _write(f, X)
+    missing = tmp_path / "no" / "such" / "dir"
+    rc = main(["cluster", str(f), "--k", "2", "--method", "kmeans", "--no-plot", "--out", str(missing / "l.csv")])
+    assert rc == 2
+    assert "--out" in capsys.readouterr().out
+    rc = main(["cluster", str(f), "--k", "2", "--method", "kmeans", "--plot", str(missing / "p.png")])
+    assert rc == 2 and "--plot" in capsys.readouterr().out
+    for bad in ("0", "-3"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--threads", bad, "info"])
+        assert exc.value.code == 2 and "--threads" in capsys.readouterr().err

@@ -141,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"argument --threads: expected a positive int, got {args.threads}")
         _backend.set_num_threads(args.threads)
     return int(args.func(args) or 0)
 

@@ -174,10 +174,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"loglik cluster: {exc}")
         return 2
     seconds = time.perf_counter() - t0
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["row", "label"])
-        w.writerows(zip(range(len(labels)), labels.tolist(), strict=True))
+    try:
+        with open(out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "label"])
+            w.writerows(zip(range(len(labels)), labels.tolist(), strict=True))
+    except OSError as exc:
+        print(f"loglik cluster: --out: cannot write {out!r}: {exc.strerror or exc}")
+        return 2
     sizes = np.bincount(labels, minlength=args.k)
     print(f"{args.method}: n={X.shape[0]} p={X.shape[1]} K={args.k} in {seconds:.3f} s; {summary}")
     print(f"cluster sizes: {sizes.tolist()}")
@@ -185,8 +189,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"mis-clustering error vs {args.truth_column!r}: {misclustering_error(labels, truth):.4f}")
     print(f"labels: {out}")
     if not args.no_plot:
-        scatter_plot(
-            png, X, labels, f"loglik cluster --method {args.method} --k {args.k}: {os.path.basename(args.file)}", header
-        )
+        title = f"loglik cluster --method {args.method} --k {args.k}: {os.path.basename(args.file)}"
+        try:
+            scatter_plot(png, X, labels, title, header)
+        except OSError as exc:
+            print(f"loglik cluster: --plot: cannot write {png!r}: {exc.strerror or exc}")
+            return 2
         print(f"plot:   {png}")
     return 0
