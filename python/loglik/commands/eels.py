@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--components", type=int, default=4, help="PCA components")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shift", type=float, default=2.0, help="edge shift (eV) of the synthetic cube")
+    parser.add_argument(
+        "--train",
+        default=None,
+        help="spectrum image of bulk (normal) material to fit the model on, the paper's protocol; for 'synthetic' a "
+        "separate bulk cube is generated. Without it the model is fitted on FILE itself, where a large anomalous "
+        "region can be absorbed by the model",
+    )
     parser.add_argument("--out", default=None, help="output prefix (default: next to FILE, or ./eels_synthetic)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -38,10 +45,14 @@ def main(args: argparse.Namespace) -> int:
     import loglik
 
     mask = None
+    train_cube = None
     if args.file == "synthetic":
         data = loglik.synthetic_fe_spectrum_image((64, 64), 1024, shift_ev=args.shift, seed=args.seed)
         cube, energy, mask = data["cube"], data["energy"], data["mask"]
         prefix = args.out or "eels_synthetic"
+        if args.train is None:  # bulk material: same generator, no shifted region, another seed
+            bulk = loglik.synthetic_fe_spectrum_image((64, 64), 1024, anomaly_fraction=0.0, seed=args.seed + 1)
+            train_cube = bulk["cube"]
     else:
         try:
             data = loglik.load_spectrum_image(args.file)
@@ -50,6 +61,12 @@ def main(args: argparse.Namespace) -> int:
             return 2
         cube, energy = data["cube"], data["energy"]
         prefix = args.out or os.path.splitext(args.file)[0]
+    if args.train is not None:
+        try:
+            train_cube = loglik.load_spectrum_image(args.train)["cube"]
+        except (ImportError, ValueError) as exc:
+            print(f"loglik eels: --train: {exc}", file=sys.stderr)
+            return 2
     print(f"spectrum image {cube.shape[0]} x {cube.shape[1]} pixels x {cube.shape[2]} channels "
           f"({energy[0]:.1f}-{energy[-1]:.1f})", flush=True)  # fmt: skip
     window = tuple(args.window) if args.window else None
@@ -57,9 +74,12 @@ def main(args: argparse.Namespace) -> int:
         scores = loglik.eels_anomaly_scores(
             cube, "cvae", score=args.score, window=window, energy=energy, epochs=args.epochs,
             latent_dim=args.latent_dim, likelihood=args.likelihood, seed=args.seed, progress=not args.no_progress,
+            train_cube=train_cube,
         )  # fmt: skip
     else:
-        scores = loglik.pca_anomaly_scores(cube, args.components, score=args.score, window=window, energy=energy)
+        scores = loglik.pca_anomaly_scores(
+            cube, args.components, score=args.score, window=window, energy=energy, train_cube=train_cube
+        )
     np.save(prefix + "_scores.npy", scores)
     _plot(prefix + "_anomaly.png", cube, scores, mask, f"{args.method} ({args.score})")
     if mask is not None:
