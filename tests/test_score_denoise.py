@@ -60,3 +60,20 @@ def test_short_training_improves_psnr_gaussian():
     finally:
         torch.set_num_threads(threads)
     assert res["psnr_denoised"] > res["psnr_noisy"] + 2.0
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"steps": 0}, "--steps"),
+        ({"batch": -1}, "--batch"),
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": float("nan")}, "--lr"),
+        ({"sigma_max": float("inf")}, "--sigma-max"),
+    ],
+)
+def test_bad_arguments_are_reported_even_with_quick(kw, match):
+    # Regression: --quick silently replaced a bad --steps/--batch, --lr was never checked, and --sigma-max inf
+    # ended in a ValueError traceback from ardae_sigma.
+    with pytest.raises(SystemExit, match=match):
+        denoise.main(_args(quick=True, no_plot=True, **kw))

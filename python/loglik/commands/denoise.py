@@ -148,13 +148,16 @@ def denoise_one(clean: np.ndarray, noise: str, args: argparse.Namespace, seed: i
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    if args.quick:
-        args.size, args.steps, args.batch, args.patch, args.width, args.depth = 32, 20, 4, 24, 8, 3
+    # checked before --quick replaces the sizes, so that a bad value is reported even with --quick
     for name in ("size", "steps", "batch", "patch", "width", "depth", "torch_threads"):
         if getattr(args, name) < (2 if name == "depth" else 1):
             raise SystemExit(f"loglik denoise: --{name.replace('_', '-')} must be positive")
-    if not 0 < args.sigma_min <= args.sigma_max:
-        raise SystemExit("loglik denoise: need 0 < --sigma-min <= --sigma-max")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise SystemExit("loglik denoise: --lr must be a finite number > 0")
+    if args.quick:
+        args.size, args.steps, args.batch, args.patch, args.width, args.depth = 32, 20, 4, 24, 8, 3
+    if not (0 < args.sigma_min <= args.sigma_max and math.isfinite(args.sigma_max)):
+        raise SystemExit("loglik denoise: need 0 < --sigma-min <= --sigma-max < inf")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.torch_threads)
     try:
