@@ -142,6 +142,25 @@ def test_gmm_logpdf_torch(covariance):
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
+def test_gmm_logpdf_grad_tensor_with_numpy_and_list_params(covariance):
+    # Regression: a tensor that requires grad next to numpy parameters failed inside torch.promote_types.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    means, cov, w = _mixture_params(rng, 2, 3, covariance)
+    Xn = rng.normal(size=(6, 3))
+    want = loglik.gmm_logpdf(Xn, means, cov, w, covariance=covariance)
+    X = torch.from_numpy(Xn.copy()).requires_grad_(True)
+    got = loglik.gmm_logpdf(X, means, cov, w.tolist(), covariance=covariance)
+    assert isinstance(got, torch.Tensor) and got.requires_grad
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-10)
+    got.sum().backward()
+    assert X.grad is not None and torch.isfinite(X.grad).all()
+    M = torch.from_numpy(means.copy()).requires_grad_(True)
+    got = loglik.gmm_logpdf(Xn, M, cov, w, covariance=covariance)
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
 def test_gmm_logpdf_gradcheck(covariance):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(6)

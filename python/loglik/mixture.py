@@ -293,7 +293,15 @@ def gmm_logpdf(
 
         check_choice(covariance, "covariance", tuple(_COV_CODES))
         plain = [a.detach() if _backend.is_torch(a) else a for a in args]
-        _check_mixture_params(plain[0], plain[1], plain[2], plain[3], covariance)
+        checked = _check_mixture_params(plain[0], plain[1], plain[2], plain[3], covariance)[:4]
+        # numpy / list arguments next to a tensor that requires grad become tensors on its device (the torch twin
+        # cannot mix the two); the validated float arrays are used so that ints and lists work too
+        device = next(a for a in args if _backend.is_torch(a) and a.requires_grad).device
+        torch = _backend.torch()
+        X, means, covariances, weights = (
+            a if _backend.is_torch(a) else torch.from_numpy(np.ascontiguousarray(c)).to(device)
+            for a, c in zip(args, checked, strict=True)
+        )
         return ref(
             X, means, covariances, weights, covariance=covariance, return_responsibilities=return_responsibilities
         )
