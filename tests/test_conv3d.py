@@ -344,3 +344,19 @@ def test_triton_forward_interpreted():
         st_, pt, dt = (loglik.conv._triple(v, "v", low=0) for v in (s, p, d))
         y = tk.conv3d_forward(x, w, b, st_, pt, dt)
         torch.testing.assert_close(y, F.conv3d(x, w, b, stride=s, padding=p, dilation=d), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("e", "pad_e", "stride_e"), [(2, 3, 7), (7, 0, 8), (3, 1, 9)])
+def test_grad_input_stride_beyond_padded_row_regression(e: int, pad_e: int, stride_e: int) -> None:
+    # stride_e > pad_e + E used to write past the row of grad_input (heap corruption) and give wrong values
+    torch = pytest.importorskip("torch")
+    x = torch.randn(1, 1, 2, 1, e, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 1, 1, 2, dtype=torch.float64, requires_grad=True)
+    for _ in range(20):
+        out = loglik.conv3d(x, w, stride=(1, 1, stride_e), padding=(0, 0, pad_e))
+        gx, gw = torch.autograd.grad(out.sum(), (x, w))
+    ref = torch.nn.functional.conv3d(x, w, stride=(1, 1, stride_e), padding=(0, 0, pad_e))
+    rx, rw = torch.autograd.grad(ref.sum(), (x, w))
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw)

@@ -359,6 +359,9 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
             }
           for (int64_t r = 0; r < se; ++r) {
             // phase r covers padded positions j = q * se + r with pe <= j < pe + E
+            // no padded position of this phase lies inside the row (C++ division truncates toward zero, so the
+            // negative case must be skipped before dividing)
+            if (pe + E - 1 - r < 0) continue;
             const int64_t qlo = (pe - r + se - 1) / se, qhi = (pe + E - 1 - r) / se;
             if (qhi < qlo) continue;
             const int64_t count = qhi - qlo + 1, ebeg = qlo * se + r - pe;
