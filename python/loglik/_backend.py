@@ -92,7 +92,9 @@ def set_num_threads(n: int) -> None:
     The default is ``OMP_NUM_THREADS`` or the number of cores. numpy's and torch's own thread pools are not
     touched; loglik never calls into them from inside its parallel regions.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n: expected a positive int, got {n!r}")
+    if n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
     C().set_num_threads(n)
 
