@@ -91,7 +91,7 @@ def test_cluster_cli_bad_files(tmp_path, capsys, content, message):
     f = tmp_path / "bad.csv"
     f.write_text(content)
     assert main(["cluster", str(f), "--k", "2", "--method", "kmeans", "--no-plot"]) == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
 
 
 def test_cluster_cli_bad_k(tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_cluster_cli_bad_k(tmp_path, capsys):
     f = tmp_path / "d.csv"
     _write(f, X)
     assert main(["cluster", str(f), "--k", "5", "--method", "em", "--no-plot"]) == 2
-    assert "n_clusters" in capsys.readouterr().out
+    assert "n_clusters" in capsys.readouterr().err
     assert main(["cluster", str(tmp_path / "missing.csv"), "--k", "2"]) == 2
 
 
@@ -126,9 +126,9 @@ def test_cluster_cli_unwritable_outputs_and_bad_threads(tmp_path, capsys):
     missing = tmp_path / "no" / "such" / "dir"
     rc = main(["cluster", str(f), "--k", "2", "--method", "kmeans", "--no-plot", "--out", str(missing / "l.csv")])
     assert rc == 2
-    assert "--out" in capsys.readouterr().out
+    assert "--out" in capsys.readouterr().err
     rc = main(["cluster", str(f), "--k", "2", "--method", "kmeans", "--plot", str(missing / "p.png")])
-    assert rc == 2 and "--plot" in capsys.readouterr().out
+    assert rc == 2 and "--plot" in capsys.readouterr().err
     for bad in ("0", "-3"):
         with pytest.raises(SystemExit) as exc:
             main(["--threads", bad, "info"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from typing import Any
 
@@ -154,10 +155,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         X, header, truth = read_csv(args.file, args.truth_column)
     except (OSError, ValueError) as exc:
-        print(f"loglik cluster: {exc}")
+        print(f"loglik cluster: {exc}", file=sys.stderr)
         return 2
     if not np.isfinite(X).all():
-        print(f"loglik cluster: {args.file} contains NaN or infinite values")
+        print(f"loglik cluster: {args.file} contains NaN or infinite values", file=sys.stderr)
         return 2
     if args.standardize:
         sd = X.std(0)
@@ -171,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
             X, args.k, args.method, seed=args.seed, n_init=args.n_init, covariance=args.covariance
         )
     except (ValueError, TypeError, RuntimeError) as exc:
-        print(f"loglik cluster: {exc}")
+        print(f"loglik cluster: {exc}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t0
     try:
@@ -180,7 +181,7 @@ def main(args: argparse.Namespace) -> int:
             w.writerow(["row", "label"])
             w.writerows(zip(range(len(labels)), labels.tolist(), strict=True))
     except OSError as exc:
-        print(f"loglik cluster: --out: cannot write {out!r}: {exc.strerror or exc}")
+        print(f"loglik cluster: --out: cannot write {out!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     sizes = np.bincount(labels, minlength=args.k)
     print(f"{args.method}: n={X.shape[0]} p={X.shape[1]} K={args.k} in {seconds:.3f} s; {summary}")
@@ -193,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             scatter_plot(png, X, labels, title, header)
         except OSError as exc:
-            print(f"loglik cluster: --plot: cannot write {png!r}: {exc.strerror or exc}")
+            print(f"loglik cluster: --plot: cannot write {png!r}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         print(f"plot:   {png}")
     return 0
