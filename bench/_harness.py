@@ -80,6 +80,28 @@ def timed_row(suite: str, case: str, impl: str, fn: Callable[[], Any], **kw: Any
     return Row(suite, case, impl, timing.median, timing.spread, timing.n), out
 
 
+def proc_status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (e.g. VmRSS, VmHWM); None where /proc is unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (VmHWM) of this process (Linux: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def environment() -> dict[str, Any]:
     """Hardware and versions, written next to every result."""
     env: dict[str, Any] = {

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ._harness import Row, time_call
+from ._harness import Row, proc_status_kb, reset_peak_rss, time_call
 
 SUITE = "lm"
 FULL_CASES = [
@@ -115,27 +115,6 @@ def _available_impls() -> tuple[list[str], list[tuple[str, str]]]:
     return impls, missing
 
 
-def _rss_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM) of this process (Linux: write 5 to clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_worker(impl: str, n: int, d: int, v: int, dtype: str) -> dict[str, float]:
     """Run in a fresh subprocess: resident memory (bytes) before and at the peak of one forward+backward.
 
@@ -147,10 +126,10 @@ def _peak_worker(impl: str, n: int, d: int, v: int, dtype: str) -> dict[str, flo
     _step_fn(impl, *_inputs(64, min(d, 64), 512, dtype))()  # one-time library set-up (MKL, thread pools) first
     h, w, t = _inputs(n, d, v, dtype)
     run = _step_fn(impl, h, w, t)
-    if _reset_peak() and _rss_kb("VmRSS") is not None:
-        base = float(_rss_kb("VmRSS") or 0) * 1024
+    if reset_peak_rss() and proc_status_kb("VmRSS") is not None:
+        base = float(proc_status_kb("VmRSS") or 0) * 1024
         run()
-        peak = float(_rss_kb("VmHWM") or 0) * 1024
+        peak = float(proc_status_kb("VmHWM") or 0) * 1024
     else:  # pragma: no cover - non-Linux
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
         run()

@@ -34,6 +34,8 @@ import subprocess
 import sys
 from typing import Any
 
+from ._harness import proc_status_kb, reset_peak_rss
+
 MODULES = ("textwrap", "string", "json.decoder", "json.encoder", "argparse", "inspect", "dataclasses", "statistics")
 
 
@@ -100,8 +102,8 @@ def train(loss_impl: str, cfg: dict[str, Any], *, measure_memory: bool = False) 
             return F.cross_entropy(F.linear(hid, model.head.weight).reshape(-1, v), tgt.reshape(-1))
 
     base = None
-    if measure_memory and _reset_peak():
-        base = _status_kb("VmRSS")
+    if measure_memory and reset_peak_rss():
+        base = proc_status_kb("VmRSS")
     losses = []
     for step in range(cfg["steps"]):
         idx = starts[step][:, None] + torch.arange(t_len + 1)
@@ -114,29 +116,9 @@ def train(loss_impl: str, cfg: dict[str, Any], *, measure_memory: bool = False) 
         losses.append(float(loss.detach()))
     peak = None
     if base is not None:
-        hwm = _status_kb("VmHWM")
+        hwm = proc_status_kb("VmHWM")
         peak = None if hwm is None else (hwm - base) / 1024.0
     return {"losses": losses, "peak_extra_MB": peak, "vocab": v, "tokens": len(ids)}
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def config(quick: bool, **over: Any) -> dict[str, Any]:
