@@ -458,14 +458,36 @@ def _build_cvae_class() -> type:
             self.dec = nn.ModuleList(
                 _ConvT(co, ci, k, s, k[2] // 2) for ci, co in reversed(list(zip(ins, chans, strict=True)))
             )
-            # Per-channel log standard deviation of the Gaussian likelihood (fixed at 0 unless learned).
+            # Per-channel log standard deviation of the Gaussian likelihood (fixed unless learned); set to the
+            # Poisson noise level of the training spectra by fit_normalisation.
             self.log_sigma = nn.Parameter(
                 torch.zeros(self.n_energy), requires_grad=self.learn_variance and self.likelihood == "gaussian"
             )
+            # Mean and spread over pixels of the normalised training spectra: the encoder sees standardised
+            # spectra and the decoder predicts the deviation from the mean spectrum (set by fit_normalisation).
+            self.register_buffer("spectrum_mean", torch.ones(self.n_energy))
+            self.register_buffer("spectrum_scale", torch.ones(self.n_energy))
+
+        @torch.no_grad()
+        def fit_normalisation(self, counts):
+            """Set spectrum_mean, spectrum_scale and the Gaussian log_sigma from training counts (N, 1, X, Y, E).
+
+            log_sigma starts at the Poisson noise level of the normalised spectra (sqrt(mean(x / m^2))): started at
+            sigma = 1 (about 30 times the noise) the reconstruction term is too weak and training stalls."""
+            xn, m = self.normalise(counts)
+            flat = xn.reshape(-1, self.n_energy).double()
+            mean = flat.mean(0)
+            scale = flat.std(0) if flat.shape[0] > 1 else torch.ones_like(mean)
+            scale = scale.clamp_min(1e-3 * float(mean.abs().mean()) + 1e-12)
+            self.spectrum_mean.copy_(mean.clamp_min(1e-6).to(self.spectrum_mean.dtype))
+            self.spectrum_scale.copy_(scale.to(self.spectrum_scale.dtype))
+            noise = (xn / m).reshape(-1, self.n_energy).double().mean(0).clamp_min(1e-12)
+            self.log_sigma.copy_((0.5 * torch.log(noise)).to(self.log_sigma.dtype))
+            return self
 
         def encode(self, x):
             """x: (N, 1, X, Y, E) normalised spectra -> (mu, logvar), each (N, latent, X, Y)."""
-            h = x
+            h = (x - self.spectrum_mean) / self.spectrum_scale
             for layer in self.enc:
                 h = F.silu(layer(h))
             h = self.to_latent(h)[..., 0]
@@ -480,7 +502,9 @@ def _build_cvae_class() -> type:
                 h = layer(h, (n, cout, nx, ny, self.lengths[-2 - i]))
                 if i < len(self.dec) - 1:
                     h = F.silu(h)
-            return h
+            if self.likelihood == "poisson":
+                return torch.log(self.spectrum_mean) + h * (self.spectrum_scale / self.spectrum_mean)
+            return self.spectrum_mean + h * self.spectrum_scale
 
         def forward(self, x):
             """x: (N, 1, X, Y, E) normalised -> (decoded, mu, logvar) with a reparameterised latent sample."""
@@ -584,6 +608,7 @@ def _train_cvae(
     torch.manual_seed(seed)
     model: Any = CVAE3D(ne, **model_kwargs)  # type: ignore[call-arg]
     data = torch.from_numpy(np.ascontiguousarray(cube, dtype=np.float32))[None, None]
+    model.fit_normalisation(data)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     tx, ty = min(tile, nx), min(tile, ny)
     steps_per_epoch = max(1, (nx * ny) // (tx * ty * batch_tiles))
