@@ -95,11 +95,7 @@ std::string forward(const Geometry& g, const T* x, const T* w, const T* bias, T*
 
 template <class T>
 std::string grad_input(const Geometry& g, const T* gy, const T* w, T* gx, const std::string& want) {
-  Isa isa = pick(want);
-  // Measured on a Sapphire-Rapids-class Xeon: the AVX2 instantiation of grad_input (smaller E-blocks) was 1.07x
-  // (1 -> 16 channels, 3x3x7) and 1.5x (16 -> 32 channels, 3x3x3) faster than the AVX-512 one, so "auto" uses it;
-  // isa="avx512" still forces the wide path.
-  if (want == "auto" && isa == Isa::avx512) isa = Isa::avx2;
+  const Isa isa = pick(want);
   LOGLIK_CONV3D_DISPATCH(grad_input_impl<T>, g, gy, w, gx)
   return name(isa);
 }
