@@ -189,36 +189,101 @@ void engine_block(int64_t nrows, const T* const* rowp, const T* const* wrow, int
   }
 }
 
-// Runs engine_block over all E-blocks of one row position for a channel block of width cb.
+// Where the engine's input rows come from. Padded rows (len < 0) are scratch copies with zero padding around every
+// read. In-place rows (len >= 0) are rows of the caller's tensor, `len` samples long, read directly for the E-blocks
+// whose taps stay inside; an E-block that reaches past either end is served from a zero-padded copy of just that
+// segment of each row, in the thread's `edge` scratch. In-place rows save a full copy of a tensor that is often
+// tens of MB: its page faults and memory traffic cost as much as the arithmetic on these shapes.
+template <class T>
+struct EdgeScratch {
+  std::vector<T> data;
+  std::vector<const T*> rows;
+};
+
+template <class T>
+struct RowSource {
+  const T* const* rows;
+  int64_t len;  // < 0: padded rows
+  EdgeScratch<T>* edge;
+};
+
+// engine_block with a run-time number of vectors w (EV, 4, 2 or 1; at most EV).
+template <class T, int CB, int EV>
+void engine_block_w(int w, int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps, const int64_t* toff,
+                    const int64_t* twoff, const T* init, int64_t e0, T* const* outp, int64_t ostride, int64_t valid) {
+  if (w == EV) return engine_block<T, CB, EV>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
+  if constexpr (EV > 4)
+    if (w == 4) return engine_block<T, CB, 4>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
+  if constexpr (EV > 2)
+    if (w == 2) return engine_block<T, CB, 2>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
+  engine_block<T, CB, 1>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
+}
+
+// Runs the engine over all E-blocks of one row position for a channel block of width cb: the widest block (EV, 4,
+// 2 or 1 vectors) whose taps all read inside the rows; where even one vector's taps reach past a row end, a block of
+// up to 4 vectors is served from a zero-padded copy of that segment of each row (~4L + KE samples per row).
 template <class T, int CB>
-void engine_row(int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps, const int64_t* toff,
+void engine_row(int64_t nrows, const RowSource<T>& src, const T* const* wrow, int ntaps, const int64_t* toff,
                 const int64_t* twoff, const T* init, int64_t count, T* const* outp, int64_t ostride) {
   constexpr int EV = ev_for(CB);
-  constexpr int64_t EB = EV * VecOf<T>::lanes;
+  constexpr int64_t L = VecOf<T>::lanes;
+  int64_t lo = 0, hi = 0;  // tap offsets span [lo, hi]
+  for (int t = 0; t < ntaps; ++t) {
+    lo = t ? std::min(lo, toff[t]) : toff[t];
+    hi = t ? std::max(hi, toff[t]) : toff[t];
+  }
+  const bool padded = src.len < 0 || nrows == 0 || ntaps == 0;
+  auto inside = [&](int64_t e0, int64_t w) { return padded || (e0 + lo >= 0 && e0 + w * L - 1 + hi < src.len); };
+  auto narrower = [](int w) { return w > 4 ? 4 : w / 2; };
   T* op[CB];
-  for (int64_t e0 = 0; e0 < count; e0 += EB) {
+  for (int64_t e0 = 0; e0 < count;) {
     for (int j = 0; j < CB; ++j) op[j] = outp[j] + e0 * ostride;
-    engine_block<T, CB, EV>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, op, ostride,
-                            std::min<int64_t>(EB, count - e0));
+    const int64_t left = (count - e0 + L - 1) / L;  // vectors still to compute
+    const int64_t valid_max = count - e0;
+    int w = EV;
+    while (w > 1 && (narrower(w) >= left || !inside(e0, w))) w = narrower(w);
+    if (inside(e0, w)) {
+      engine_block_w<T, CB, EV>(w, nrows, src.rows, wrow, ntaps, toff, twoff, init, e0, op, ostride,
+                                std::min<int64_t>(w * L, valid_max));
+      e0 += w * L;
+      continue;
+    }
+    // Row end: copy samples [e0 + lo, e0 + w * L + hi) of every row, zero outside [0, len).
+    w = EV;
+    while (w > 1 && (narrower(w) >= left || w > 4)) w = narrower(w);
+    const int64_t seg = w * L + hi - lo, first = e0 + lo;
+    const int64_t a = std::max<int64_t>(first, 0), b = std::min<int64_t>(first + seg, src.len);
+    EdgeScratch<T>& es = *src.edge;
+    if (static_cast<int64_t>(es.data.size()) < nrows * seg) es.data.resize(static_cast<size_t>(nrows * seg));
+    if (static_cast<int64_t>(es.rows.size()) < nrows) es.rows.resize(static_cast<size_t>(nrows));
+    for (int64_t r = 0; r < nrows; ++r) {
+      T* d = es.data.data() + r * seg;
+      std::fill(d, d + seg, T(0));
+      if (b > a) std::memcpy(d + (a - first), src.rows[r] + a, static_cast<size_t>(b - a) * sizeof(T));
+      es.rows[static_cast<size_t>(r)] = d;
+    }
+    engine_block_w<T, CB, EV>(w, nrows, es.rows.data(), wrow, ntaps, toff, twoff, init, -lo, op, ostride,
+                              std::min<int64_t>(w * L, valid_max));
+    e0 += w * L;
   }
 }
 
 template <class T>
-void engine_dispatch(int cb, int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps,
+void engine_dispatch(int cb, int64_t nrows, const RowSource<T>& src, const T* const* wrow, int ntaps,
                      const int64_t* toff, const int64_t* twoff, const T* init, int64_t count, T* const* outp,
                      int64_t ostride) {
   switch (cb) {
     case 8:
-      engine_row<T, 8>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      engine_row<T, 8>(nrows, src, wrow, ntaps, toff, twoff, init, count, outp, ostride);
       break;
     case 4:
-      engine_row<T, 4>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      engine_row<T, 4>(nrows, src, wrow, ntaps, toff, twoff, init, count, outp, ostride);
       break;
     case 2:
-      engine_row<T, 2>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      engine_row<T, 2>(nrows, src, wrow, ntaps, toff, twoff, init, count, outp, ostride);
       break;
     default:
-      engine_row<T, 1>(nrows, rowp, wrow, ntaps, toff, twoff, init, count, outp, ostride);
+      engine_row<T, 1>(nrows, src, wrow, ntaps, toff, twoff, init, count, outp, ostride);
       break;
   }
 }
@@ -273,10 +338,13 @@ template <class T>
 void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y) {
   const int64_t N = g.n, C = g.c, O = g.o, X = g.in[0], Y = g.in[1];
   const int64_t KX = g.k[0], KY = g.k[1], KE = g.k[2], OX = g.out[0], OY = g.out[1], OE = g.out[2];
-  const int64_t se = g.stride[2], de = g.dil[2];
-  const int64_t lp = fwd_phase_len<T>(g), rowlen = se * lp;
-  const auto Pbuf = phase_split(g, x, lp);
-  const T* P = Pbuf->data();
+  const int64_t se = g.stride[2], de = g.dil[2], E = g.in[2];
+  // Unit stride along E: read x in place (tap k of output e reads x[e + k * de - pad_e]). Otherwise split each
+  // padded row into stride phases so that every tap reads unit-stride memory.
+  const bool in_place = se == 1;
+  const int64_t lp = in_place ? E : fwd_phase_len<T>(g), rowlen = in_place ? E : se * lp;
+  const auto Pbuf = in_place ? nullptr : phase_split(g, x, lp);
+  const T* P = in_place ? x : Pbuf->data();
   const int64_t K = C * KX * KY * KE;
   const auto blocks = channel_blocks(O);
   // Weights packed per output-channel block: [block][(c, kx, ky, ke)][j] so the CB broadcasts are contiguous.
@@ -285,12 +353,14 @@ void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y
     for (int64_t kk = 0; kk < K; ++kk)
       for (int j = 0; j < cb; ++j) wp[o0 * K + kk * cb + j] = w[(o0 + j) * K + kk];
   std::vector<int64_t> toff(KE);
-  for (int64_t k = 0; k < KE; ++k) toff[k] = ((k * de) % se) * lp + (k * de) / se;
+  for (int64_t k = 0; k < KE; ++k) toff[k] = in_place ? k * de - g.pad[2] : ((k * de) % se) * lp + (k * de) / se;
 
 #pragma omp parallel if (macs(g) > kParallelMinWork)
   {
     std::vector<const T*> rowp(C * KX * KY), wrow(C * KX * KY);
     std::vector<int64_t> widx(C * KX * KY), twoff(KE);
+    EdgeScratch<T> edge;
+    const RowSource<T> src{rowp.data(), in_place ? E : -1, &edge};
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t ox = 0; ox < OX; ++ox)
@@ -314,7 +384,7 @@ void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y
             for (int64_t k = 0; k < KE; ++k) twoff[k] = k * cb;
             T* outp[8];
             for (int j = 0; j < cb; ++j) outp[j] = y + (((n * O + o0 + j) * OX + ox) * OY + oy) * OE;
-            engine_dispatch<T>(cb, nr, rowp.data(), wrow.data(), static_cast<int>(KE), toff.data(), twoff.data(),
+            engine_dispatch<T>(cb, nr, src, wrow.data(), static_cast<int>(KE), toff.data(), twoff.data(),
                                bias ? bias + o0 : nullptr, OE, outp, 1);
           }
         }
@@ -323,24 +393,9 @@ void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y
 
 template <class T>
 void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
-  constexpr int L = VecOf<T>::lanes;
   const int64_t N = g.n, C = g.c, O = g.o, X = g.in[0], Y = g.in[1], E = g.in[2];
   const int64_t KX = g.k[0], KY = g.k[1], KE = g.k[2], OX = g.out[0], OY = g.out[1], OE = g.out[2];
   const int64_t se = g.stride[2], de = g.dil[2], pe = g.pad[2];
-  const int64_t TL = ((KE - 1) * de) / se;  // left zero padding of the gradient rows
-  const int64_t qmax = (pe + E - 1) / se + 1;
-  const int64_t lg = round_up(TL + std::max(qmax, OE), L) + kMaxEV * L;
-  // Zero-padded copy of gy: row (n, o, x, y) holds gy[e] at TL + e.
-  const int64_t grows = N * O * OX * OY;
-  Buffer<T> G(grows * lg);
-#pragma omp parallel for schedule(static) if (grows * OE > kParallelMinWork)
-  for (int64_t r = 0; r < grows; ++r)
-  {
-    T* dst = G.data() + r * lg;
-    std::fill(dst, dst + TL, T(0));
-    std::memcpy(dst + TL, gy + r * OE, static_cast<size_t>(OE) * sizeof(T));
-    std::fill(dst + TL + OE, dst + lg, T(0));
-  }
   const int64_t K = O * KX * KY * KE;
   const auto blocks = channel_blocks(C);
   std::vector<T> wt(static_cast<size_t>(C * K));
@@ -354,13 +409,16 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
     for (int64_t k = 0; k < KE; ++k)
       if ((k * de) % se == r) {
         ptaps[r].push_back(k);
-        poff[r].push_back(TL - (k * de - r) / se);
+        poff[r].push_back(-((k * de - r) / se));
       }
 
 #pragma omp parallel if (macs(g) > kParallelMinWork)
   {
     std::vector<const T*> rowp(O * KX * KY), wrow(O * KX * KY);
     std::vector<int64_t> widx(O * KX * KY), twoff(KE), toff(KE);
+    // gy is read in place (tap offsets reach up to TL samples before a row's start and past its end).
+    EdgeScratch<T> edge;
+    const RowSource<T> src{rowp.data(), OE, &edge};
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t xi = 0; xi < X; ++xi)
@@ -373,7 +431,7 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
               for (int64_t ky = 0; ky < KY; ++ky) {
                 const int64_t yn = yi + g.pad[1] - ky * g.dil[1];
                 if (yn < 0 || yn % g.stride[1] != 0 || yn / g.stride[1] >= OY) continue;
-                rowp[nr] = G.data() + (((n * O + o) * OX + xn / g.stride[0]) * OY + yn / g.stride[1]) * lg;
+                rowp[nr] = gy + (((n * O + o) * OX + xn / g.stride[0]) * OY + yn / g.stride[1]) * OE;
                 widx[nr] = ((o * KX + kx) * KY + ky) * KE;
                 ++nr;
               }
@@ -393,7 +451,7 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
               for (int t = 0; t < nt; ++t) twoff[t] = ptaps[r][t] * cb;
               T* outp[8];
               for (int j = 0; j < cb; ++j) outp[j] = gx + (((n * C + c0 + j) * X + xi) * Y + yi) * E + ebeg;
-              engine_dispatch<T>(cb, nt > 0 ? nr : 0, rowp.data(), wrow.data(), nt, toff.data(), twoff.data(),
+              engine_dispatch<T>(cb, nt > 0 ? nr : 0, src, wrow.data(), nt, toff.data(), twoff.data(),
                                  nullptr, count, outp, se);
             }
           }
