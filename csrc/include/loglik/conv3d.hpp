@@ -391,6 +391,24 @@ void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y
   }
 }
 
+// dst[e] = sum_k u[k * ulen + e - k * de] for e < E (the combine step of the lifted grad_input).
+template <class T>
+void lift_combine(const T* u, int64_t ulen, int64_t KE, int64_t de, int64_t E, T* dst) {
+  using V = typename VecOf<T>::type;
+  constexpr int L = VecOf<T>::lanes;
+  int64_t e = 0;
+  for (; e + L <= E; e += L) {
+    V acc = vload<V>(u + e);
+    for (int64_t k = 1; k < KE; ++k) acc += vload<V>(u + k * ulen + e - k * de);
+    vstore(dst + e, acc);
+  }
+  for (; e < E; ++e) {
+    T acc = u[e];
+    for (int64_t k = 1; k < KE; ++k) acc += u[k * ulen + e - k * de];
+    dst[e] = acc;
+  }
+}
+
 template <class T>
 void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
   const int64_t N = g.n, C = g.c, O = g.o, X = g.in[0], Y = g.in[1], E = g.in[2];
@@ -403,6 +421,24 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
     for (int64_t o = 0; o < O; ++o)
       for (int64_t kk = 0; kk < KX * KY * KE; ++kk)
         for (int j = 0; j < cb; ++j) wt[c0 * K + (o * KX * KY * KE + kk) * cb + j] = w[(o * C + c0 + j) * KX * KY * KE + kk];
+  // Few input channels (C * KE <= 8, unit stride along E), e.g. the first layer of a spectral CNN: with one channel
+  // the engine would use each loaded vector for one multiply-add (and each load is unaligned). Instead lift the
+  // taps into channels: per position, U[c * KE + k][q] = sum_rows w[row, c, k] * gy_row[q] (one 8-channel engine
+  // pass, one offset, aligned), then gx[c][e] = sum_k U[c * KE + k][e + pad_e - k * dil_e], a cheap shift-and-add.
+  const bool lift = se == 1 && KE > 1 && C * KE <= 8;
+  constexpr int kLift = 8;
+  std::vector<T> wl;
+  if (lift) {
+    wl.assign(static_cast<size_t>(O * KX * KY * kLift), T(0));
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t xy = 0; xy < KX * KY; ++xy)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t k = 0; k < KE; ++k)
+            wl[(o * KX * KY + xy) * kLift + c * KE + k] = w[((o * C + c) * KX * KY + xy) * KE + k];
+  }
+  // U rows: [ml zeros | OE values | mr zeros], so that every shifted read of the combine step is inside.
+  const int64_t ml = std::max<int64_t>(0, (KE - 1) * de - pe), mr = std::max<int64_t>(0, E + pe - OE) + 64;
+  const int64_t ulen = round_up(ml + OE + mr, 16);
   // Taps of each phase r of grad_input: tap k feeds padded position j = e * se + k * de, so j % se == (k*de) % se.
   std::vector<std::vector<int64_t>> ptaps(se), poff(se);
   for (int64_t r = 0; r < se; ++r)
@@ -419,6 +455,7 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
     // gy is read in place (tap offsets reach up to TL samples before a row's start and past its end).
     EdgeScratch<T> edge;
     const RowSource<T> src{rowp.data(), OE, &edge};
+    std::vector<T> U(lift ? static_cast<size_t>(kLift * ulen) : 0, T(0));
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t xi = 0; xi < X; ++xi)
@@ -436,6 +473,19 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
                 ++nr;
               }
             }
+          if (lift) {
+            T* outp[kLift];
+            for (int j = 0; j < kLift; ++j) outp[j] = U.data() + j * ulen + ml;
+            for (int64_t i = 0; i < nr; ++i) wrow[i] = wl.data() + widx[i] / KE * kLift;
+            const int64_t zero = 0;
+            engine_dispatch<T>(kLift, nr, src, wrow.data(), 1, &zero, &zero, nullptr, OE, outp, 1);
+            for (int64_t c = 0; c < C; ++c) {
+              T* dst = gx + (((n * C + c) * X + xi) * Y + yi) * E;
+              const T* u = U.data() + c * KE * ulen + ml + pe;
+              lift_combine<T>(u, ulen, KE, de, E, dst);
+            }
+            continue;
+          }
           for (int64_t r = 0; r < se; ++r) {
             // phase r covers padded positions j = q * se + r with pe <= j < pe + E
             // no padded position of this phase lies inside the row (C++ division truncates toward zero, so the
