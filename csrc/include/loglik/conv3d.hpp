@@ -509,11 +509,12 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
   }
 }
 
-// grad_weight register block: OB output channels x KT taps, one E-vector at a time over a whole row.
-constexpr int kt_max(int ob) { return kRegs >= 32 ? 6 : (ob == 4 ? 2 : 7); }
-
+// grad_weight register block: OB output channels x KT taps, one E-vector at a time, accumulated in registers over
+// `nseg` (gradient rows, input row) segments (the same kernel offset at several output positions), then added to
+// `acc` once. Gradient rows of segment s: seg_g[s] + j * lg for j < OB, whole vectors, zero-padded.
 template <class T, int OB, int KT>
-void gw_row(const T* const* grow, const T* prow, const int64_t* toff, int64_t nvec, T* acc) {
+void gw_row(int nseg, const T* const* seg_g, int64_t lg, const T* const* seg_x, const int64_t* toff, int64_t nvec,
+            T* acc, const T* pf_row) {
   using V = typename VecOf<T>::type;
   constexpr int L = VecOf<T>::lanes;
   V a[KT][OB];
@@ -521,15 +522,23 @@ void gw_row(const T* const* grow, const T* prow, const int64_t* toff, int64_t nv
   for (int t = 0; t < KT; ++t)
 #pragma GCC unroll 8
     for (int j = 0; j < OB; ++j) a[t][j] = V{};
-  for (int64_t v = 0; v < nvec; ++v) {
-    V gv[OB];
+  for (int s = 0; s < nseg; ++s) {
+    const T* grow = seg_g[s];
+    const T* prow = seg_x[s];
+    // The next input row comes from L2 (a position's rows exceed L1): fetch it one line per step.
+    const T* pf = s + 1 < nseg ? seg_x[s + 1] + toff[0] : pf_row;
+    for (int64_t v = 0; v < nvec; ++v) {
+      if (pf) __builtin_prefetch(pf + v * L);
+      // KT input vectors stay in registers; each gradient vector is loaded once for KT multiply-adds.
+      V pv[KT];
 #pragma GCC unroll 8
-    for (int j = 0; j < OB; ++j) gv[j] = vload<V>(grow[j] + v * L);
+      for (int t = 0; t < KT; ++t) pv[t] = vload<V>(prow + toff[t] + v * L);
 #pragma GCC unroll 8
-    for (int t = 0; t < KT; ++t) {
-      const V pv = vload<V>(prow + toff[t] + v * L);
+      for (int j = 0; j < OB; ++j) {
+        const V gv = vload<V>(grow + j * lg + v * L);
 #pragma GCC unroll 8
-      for (int j = 0; j < OB; ++j) a[t][j] += gv[j] * pv;
+        for (int t = 0; t < KT; ++t) a[t][j] += gv * pv[t];
+      }
     }
   }
 #pragma GCC unroll 8
@@ -541,29 +550,24 @@ void gw_row(const T* const* grow, const T* prow, const int64_t* toff, int64_t nv
     }
 }
 
+// Taps per pass for OB output channels: OB * KT accumulators plus KT + 1 live vectors must fit the registers.
+constexpr int kt_max(int ob) { return kRegs >= 32 ? (ob == 8 ? 3 : 6) : (ob == 8 ? 1 : ob == 4 ? 2 : 7); }
+constexpr int kMaxOB = 8;
+
 template <class T, int OB>
-void gw_taps(int kt, const T* const* grow, const T* prow, const int64_t* toff, int64_t nvec, T* acc) {
-  switch (kt) {
-    case 7:
-      if constexpr (kt_max(OB) >= 7) return gw_row<T, OB, 7>(grow, prow, toff, nvec, acc);
-      break;
-    case 6:
-      if constexpr (kt_max(OB) >= 6) return gw_row<T, OB, 6>(grow, prow, toff, nvec, acc);
-      break;
-    case 5:
-      if constexpr (kt_max(OB) >= 5) return gw_row<T, OB, 5>(grow, prow, toff, nvec, acc);
-      break;
-    case 4:
-      if constexpr (kt_max(OB) >= 4) return gw_row<T, OB, 4>(grow, prow, toff, nvec, acc);
-      break;
-    case 3:
-      if constexpr (kt_max(OB) >= 3) return gw_row<T, OB, 3>(grow, prow, toff, nvec, acc);
-      break;
-    case 2:
-      return gw_row<T, OB, 2>(grow, prow, toff, nvec, acc);
-    default:
-      return gw_row<T, OB, 1>(grow, prow, toff, nvec, acc);
-  }
+void gw_taps(int kt, int nseg, const T* const* seg_g, int64_t lg, const T* const* seg_x, const int64_t* toff,
+             int64_t nvec, T* acc, const T* pf_row) {
+#define LOGLIK_GW_CASE(K)                                                                 \
+  if constexpr (kt_max(OB) >= K)                                                          \
+    if (kt == K) return gw_row<T, OB, K>(nseg, seg_g, lg, seg_x, toff, nvec, acc, pf_row);
+  LOGLIK_GW_CASE(7)
+  LOGLIK_GW_CASE(6)
+  LOGLIK_GW_CASE(5)
+  LOGLIK_GW_CASE(4)
+  LOGLIK_GW_CASE(3)
+  LOGLIK_GW_CASE(2)
+#undef LOGLIK_GW_CASE
+  gw_row<T, OB, 1>(nseg, seg_g, lg, seg_x, toff, nvec, acc, pf_row);
 }
 
 template <class T>
@@ -575,67 +579,102 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
   const int64_t lp = fwd_phase_len<T>(g), rowlen = se * lp;
   const auto Pbuf = phase_split(g, x, lp);
   const T* P = Pbuf->data();
-  // gy is read in place: whole vectors of each row directly, the tail (OE % L samples) from a zero-padded copy.
-  const int64_t nfull = OE / L, tail = OE % L;
   std::vector<int64_t> toff(KE);
   for (int64_t k = 0; k < KE; ++k) toff[k] = ((k * de) % se) * lp + (k * de) / se;
 
+  // Output-channel blocks: 8 wide when all taps fit one pass of 8 (few taps, e.g. 3x3x3), else 4; then 1.
+  const int wide = KE <= kt_max(8) ? 8 : 4;
   std::vector<std::pair<int64_t, int>> oblocks;
   for (int64_t o = 0; o < O;) {
-    const int w = O - o >= 4 ? 4 : 1;
+    const int w = O - o >= wide ? wide : O - o >= 4 ? 4 : 1;
     oblocks.emplace_back(o, w);
     o += w;
   }
+  // A task = (channel block, chunk of output positions), with private accumulators [(c, kx, ky)][ke][j][lane].
   const int64_t npos = N * OX * OY;
   const int64_t nthreads = omp_get_max_threads();
   const int64_t nb = static_cast<int64_t>(oblocks.size());
   const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(npos, (2 * nthreads + nb - 1) / nb));
-  const int64_t accsz = C * KX * KY * KE * 4 * L;  // per task: [(c, kx, ky)][ke][j][lane]
+  const int64_t accsz = C * KX * KY * KE * kMaxOB * L;
   std::vector<T> acc(static_cast<size_t>(nb * nchunks * accsz), T(0));
+  // Positions are taken S at a time: their gradient rows are copied into one small contiguous buffer (in place, the
+  // rows of neighbouring output channels lie a multiple of 4 KiB apart and evict each other from the same L1 sets),
+  // and each kernel offset's accumulators stay in registers across the S positions (S times less accumulator
+  // traffic; the S input rows of consecutive positions are neighbours in memory).
+  const int64_t nvec = (OE + L - 1) / L, lg = nvec * L;
+  const int64_t S = std::clamp<int64_t>((int64_t(24) << 10) / (wide * lg * static_cast<int64_t>(sizeof(T))), 1, 8);
 
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (macs(g) > kParallelMinWork)
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t ch = 0; ch < nchunks; ++ch) {
-      const auto [o0, ob] = oblocks[b];
-      T* A = acc.data() + (b * nchunks + ch) * accsz;
-      const int64_t p0 = npos * ch / nchunks, p1 = npos * (ch + 1) / nchunks;
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t n = p / (OX * OY), ox = (p / OY) % OX, oy = p % OY;
-        const int64_t ktm0 = kt_max(ob == 4 ? 4 : 1), nchunk_k = (KE + ktm0 - 1) / ktm0;
+#pragma omp parallel if (macs(g) > kParallelMinWork)
+  {
+    std::vector<T> gbuf(static_cast<size_t>(S * kMaxOB * lg));
+    std::vector<const T*> seg_g(S), seg_x(static_cast<size_t>(C * KX * KY * S));
+    std::vector<int> nseg(C * KX * KY);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t ch = 0; ch < nchunks; ++ch) {
+        const auto [o0, ob] = oblocks[b];
+        T* A = acc.data() + (b * nchunks + ch) * accsz;
+        const int64_t p0 = npos * ch / nchunks, p1 = npos * (ch + 1) / nchunks;
+        const int64_t ktm0 = kt_max(ob), nchunk_k = (KE + ktm0 - 1) / ktm0;
         const int64_t ktm = (KE + nchunk_k - 1) / nchunk_k;  // balanced tap chunks: 7 taps -> 4 + 3
-        const T* grow[4];
-        const T* gtail[4];
-        alignas(64) T tailbuf[4 * L];
-        for (int j = 0; j < ob; ++j) {
-          grow[j] = gy + (((n * O + o0 + j) * OX + ox) * OY + oy) * OE;
-          gtail[j] = tailbuf + j * L;
-          for (int l = 0; l < L; ++l) tailbuf[j * L + l] = l < tail ? grow[j][nfull * L + l] : T(0);
-        }
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t kx = 0; kx < KX; ++kx) {
-            const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
-            if (xi < 0 || xi >= X) continue;
-            for (int64_t ky = 0; ky < KY; ++ky) {
-              const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
-              if (yi < 0 || yi >= Y) continue;
-              const T* prow = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
-              T* a = A + ((c * KX + kx) * KY + ky) * KE * 4 * L;
-              for (int64_t k0 = 0; k0 < KE; k0 += ktm) {
-                const int kt = static_cast<int>(std::min<int64_t>(ktm, KE - k0));
-                T* ak = a + k0 * ob * L;
-                const int64_t* tk = toff.data() + k0;
-                if (ob == 4) {
-                  if (nfull) gw_taps<T, 4>(kt, grow, prow, tk, nfull, ak);
-                  if (tail) gw_taps<T, 4>(kt, gtail, prow + nfull * L, tk, 1, ak);
-                } else {
-                  if (nfull) gw_taps<T, 1>(kt, grow, prow, tk, nfull, ak);
-                  if (tail) gw_taps<T, 1>(kt, gtail, prow + nfull * L, tk, 1, ak);
+        for (int64_t q = p0; q < p1; q += S) {
+          const int64_t ns = std::min(S, p1 - q);
+          std::fill(nseg.begin(), nseg.end(), 0);
+          for (int64_t s = 0; s < ns; ++s) {
+            const int64_t p = q + s, n = p / (OX * OY), ox = (p / OY) % OX, oy = p % OY;
+            T* gb = gbuf.data() + s * ob * lg;
+            for (int j = 0; j < ob; ++j) {
+              std::memcpy(gb + j * lg, gy + (((n * O + o0 + j) * OX + ox) * OY + oy) * OE,
+                          static_cast<size_t>(OE) * sizeof(T));
+              std::fill(gb + j * lg + OE, gb + (j + 1) * lg, T(0));
+            }
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t kx = 0; kx < KX; ++kx) {
+                const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
+                if (xi < 0 || xi >= X) continue;
+                for (int64_t ky = 0; ky < KY; ++ky) {
+                  const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
+                  if (yi < 0 || yi >= Y) continue;
+                  const int64_t r = (c * KX + kx) * KY + ky;
+                  seg_x[r * S + nseg[r]] = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
+                  nseg[r]++;
                 }
               }
+          }
+          const int64_t R = C * KX * KY;
+          for (int64_t r = 0; r < R; ++r) {
+            if (!nseg[r]) continue;
+            // segment order follows position order, so the gradient rows of segment i belong to the i-th valid one
+            int i = 0;
+            for (int64_t s = 0; s < ns; ++s) {
+              const int64_t p = q + s, ox = (p / OY) % OX, oy = p % OY;
+              const int64_t rc = r / (KX * KY), rkx = (r / KY) % KX, rky = r % KY;
+              (void)rc;
+              const int64_t xi = ox * g.stride[0] - g.pad[0] + rkx * g.dil[0];
+              const int64_t yi = oy * g.stride[1] - g.pad[1] + rky * g.dil[1];
+              if (xi < 0 || xi >= X || yi < 0 || yi >= Y) continue;
+              seg_g[i++] = gbuf.data() + s * ob * lg;
+            }
+            const T* pf_row = nullptr;
+            for (int64_t r2 = r + 1; r2 < R && !pf_row; ++r2)
+              if (nseg[r2]) pf_row = seg_x[r2 * S] + toff[0];
+            T* a = A + r * KE * kMaxOB * L;
+            for (int64_t k0 = 0; k0 < KE; k0 += ktm) {
+              const int kt = static_cast<int>(std::min<int64_t>(ktm, KE - k0));
+              T* ak = a + k0 * ob * L;
+              const int64_t* tk = toff.data() + k0;
+              const T* pf = k0 + ktm >= KE ? pf_row : nullptr;
+              if (ob == 8)
+                gw_taps<T, 8>(kt, nseg[r], seg_g.data(), lg, seg_x.data() + r * S, tk, nvec, ak, pf);
+              else if (ob == 4)
+                gw_taps<T, 4>(kt, nseg[r], seg_g.data(), lg, seg_x.data() + r * S, tk, nvec, ak, pf);
+              else
+                gw_taps<T, 1>(kt, nseg[r], seg_g.data(), lg, seg_x.data() + r * S, tk, nvec, ak, pf);
             }
           }
+        }
       }
-    }
+  }
   // Reduce chunks and lanes: gw[o0 + j, c, kx, ky, ke].
   const int64_t CK = C * KX * KY;
 #pragma omp parallel for collapse(2) schedule(static) if (nb * CK * KE * nchunks * L > kParallelMinWork)
@@ -646,7 +685,7 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
         for (int j = 0; j < ob; ++j) {
           T s = 0;
           for (int64_t ch = 0; ch < nchunks; ++ch) {
-            const T* a = acc.data() + (b * nchunks + ch) * accsz + ck * KE * 4 * L + (k * ob + j) * L;
+            const T* a = acc.data() + (b * nchunks + ch) * accsz + ck * KE * kMaxOB * L + (k * ob + j) * L;
             for (int l = 0; l < L; ++l) s += a[l];
           }
           gw[((o0 + j) * CK + ck) * KE + k] = s;
