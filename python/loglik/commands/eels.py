@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--window", nargs=2, type=float, default=None, metavar=("LO", "HI"),
         help="energy window for the score, in eV (channels if the file has no energy axis)",
     )  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=30, help="CVAE training epochs")
+    parser.add_argument("--epochs", type=int, default=100, help="CVAE training epochs (4 steps each on a 64 x 64 map)")
     parser.add_argument("--latent-dim", type=int, default=4)
     parser.add_argument("--likelihood", choices=("gaussian", "poisson"), default="gaussian")
     parser.add_argument("--components", type=int, default=4, help="PCA components")
