@@ -60,7 +60,7 @@ def run(quick: bool = False) -> list[Row]:
                     y.backward(gy)
                     return y
 
-                row, y = timed_row("conv3d", f"{name} {mode}", impl, step, repeat=repeat, warmup=1)
+                row, y = timed_row("conv3d", f"{name} {mode}", impl, step, repeat=repeat, warmup=2)
                 err = float((y.detach().double() - y_ref).abs().max())
                 row.metrics["GFLOP/s"] = passes * flops / row.seconds / 1e9 if row.seconds else None
                 row.metrics["max_abs_err"] = err
