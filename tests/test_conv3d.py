@@ -352,6 +352,30 @@ def test_triton_forward_interpreted():
         torch.testing.assert_close(y, F.conv3d(x, w, b, stride=s, padding=p, dilation=d), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.triton
+def test_triton_gradients_interpreted():
+    pytest.importorskip("triton")
+    from loglik.kernels import conv3d as tk
+
+    g = torch.Generator().manual_seed(1)
+    for xs, ws, s, p, d in [
+        ((1, 2, 3, 2, 13), (3, 2, 3, 2, 3), (1, 1, 2), (1, 0, 2), (1, 1, 2)),
+        ((2, 1, 2, 2, 9), (2, 1, 1, 2, 3), (2, 1, 1), (0, 1, 1), (1, 1, 1)),
+    ]:
+        x = torch.randn(xs, generator=g, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(ws, generator=g, dtype=torch.float64, requires_grad=True)
+        y = F.conv3d(x, w, None, stride=s, padding=p, dilation=d)
+        gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+        gx_ref, gw_ref = torch.autograd.grad(y, (x, w), gy)
+        gx = tk.conv3d_grad_input(gy, w.detach(), xs, s, p, d)
+        gw = tk.conv3d_grad_weight(x.detach(), gy, ws, s, p, d, rows_per_program=2)
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gw, gw_ref, rtol=1e-12, atol=1e-12)
+        gw32 = tk.conv3d_grad_weight(x.detach().float(), gy.float(), ws, s, p, d)
+        assert gw32.dtype == torch.float32
+        torch.testing.assert_close(gw32.double(), gw_ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("e", "pad_e", "stride_e"), [(2, 3, 7), (7, 0, 8), (3, 1, 9)])
 def test_grad_input_stride_beyond_padded_row_regression(e: int, pad_e: int, stride_e: int) -> None:
     # stride_e > pad_e + E used to write past the row of grad_input (heap corruption) and give wrong values

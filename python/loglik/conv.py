@@ -191,7 +191,9 @@ def _torch_ops() -> Any:
 
     def run_gin(gy, w, shape, s, p, d):
         if gy.is_cuda:
-            return torch.nn.grad.conv3d_input(list(shape), w, gy, s, p, d)
+            from loglik.kernels import conv3d as tk
+
+            return tk.conv3d_grad_input(gy, w, tuple(shape), tuple(s), tuple(p), tuple(d))
         gx, _ = _backend.C().conv3d_grad_input(
             gy.detach().contiguous().numpy(), w.detach().contiguous().numpy(), list(shape), tuple(s), tuple(p),
             tuple(d), "auto",
@@ -200,7 +202,9 @@ def _torch_ops() -> Any:
 
     def run_gw(x, gy, shape, s, p, d):
         if gy.is_cuda:
-            return torch.nn.grad.conv3d_weight(x, list(shape), gy, s, p, d)
+            from loglik.kernels import conv3d as tk
+
+            return tk.conv3d_grad_weight(x, gy, tuple(shape), tuple(s), tuple(p), tuple(d))
         gw, _ = _backend.C().conv3d_grad_weight(
             x.detach().contiguous().numpy(), gy.detach().contiguous().numpy(), list(shape), tuple(s), tuple(p),
             tuple(d), "auto",
