@@ -32,6 +32,8 @@ CASES = [
     ((1, 2, 3, 3, 211), (5, 2, 3, 1, 4), (1, 2, 1), (1, 0, 5), (1, 1, 2)),
     ((1, 1, 2, 2, 70), (3, 1, 1, 2, 3), 1, (0, 1, 0), (1, 1, 3)),
     ((1, 4, 3, 3, 200), (8, 4, 3, 3, 3), 1, 1, 1),
+    # rows of whole vectors and few rows per position: grad_weight reads grad_output in place
+    ((2, 1, 3, 4, 64), (5, 1, 3, 3, 5), 1, (1, 1, 2), 1),
 ]
 ISAS = ["auto", "avx512", "avx2", "generic"]
 
