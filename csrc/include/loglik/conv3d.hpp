@@ -300,6 +300,22 @@ inline std::vector<std::pair<int64_t, int>> channel_blocks(int64_t n) {
   return out;
 }
 
+// Calls fn(c, kx, ky, xi, yi) for the input rows (c, xi, yi) in the receptive field of output position (ox, oy),
+// skipping rows in the zero padding along X and Y.
+template <class Fn>
+inline void for_each_receptive_row(const Geometry& g, int64_t ox, int64_t oy, Fn&& fn) {
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kx = 0; kx < g.k[0]; ++kx) {
+      const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
+      if (xi < 0 || xi >= g.in[0]) continue;
+      for (int64_t ky = 0; ky < g.k[1]; ++ky) {
+        const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
+        if (yi < 0 || yi >= g.in[1]) continue;
+        fn(c, kx, ky, xi, yi);
+      }
+    }
+}
+
 // Phase-split, zero-padded copy of x (N, C, X, Y, E): row (n, c, x, y) becomes stride_e phases of length lp,
 // phase r index q holding the padded sample j = q * stride_e + r (sample e = j - pad_e of x, zero outside).
 template <class T>
@@ -365,20 +381,12 @@ void forward_impl(const Geometry& g, const T* x, const T* w, const T* bias, T* y
     for (int64_t n = 0; n < N; ++n)
       for (int64_t ox = 0; ox < OX; ++ox)
         for (int64_t oy = 0; oy < OY; ++oy) {
-          // Rows of the receptive field (skipping the zero padding along X and Y).
           int64_t nr = 0;
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t kx = 0; kx < KX; ++kx) {
-              const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
-              if (xi < 0 || xi >= X) continue;
-              for (int64_t ky = 0; ky < KY; ++ky) {
-                const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
-                if (yi < 0 || yi >= Y) continue;
-                rowp[nr] = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
-                widx[nr] = ((c * KX + kx) * KY + ky) * KE;
-                ++nr;
-              }
-            }
+          for_each_receptive_row(g, ox, oy, [&](int64_t c, int64_t kx, int64_t ky, int64_t xi, int64_t yi) {
+            rowp[nr] = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
+            widx[nr] = ((c * KX + kx) * KY + ky) * KE;
+            ++nr;
+          });
           for (const auto& [o0, cb] : blocks) {
             for (int64_t r = 0; r < nr; ++r) wrow[r] = wp.data() + o0 * K + widx[r] * cb;
             for (int64_t k = 0; k < KE; ++k) twoff[k] = k * cb;
@@ -611,7 +619,7 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
   {
     std::vector<T> gbuf(g_in_place ? 0 : static_cast<size_t>(S * kMaxOB * lg));
     std::vector<const T*> gpos(S);
-    std::vector<const T*> seg_g(S), seg_x(static_cast<size_t>(C * KX * KY * S));
+    std::vector<const T*> seg_g(static_cast<size_t>(C * KX * KY * S)), seg_x(seg_g.size());
     std::vector<int> nseg(C * KX * KY);
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < nb; ++b)
@@ -637,33 +645,16 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
               }
               gpos[s] = gb;
             }
-            for (int64_t c = 0; c < C; ++c)
-              for (int64_t kx = 0; kx < KX; ++kx) {
-                const int64_t xi = ox * g.stride[0] - g.pad[0] + kx * g.dil[0];
-                if (xi < 0 || xi >= X) continue;
-                for (int64_t ky = 0; ky < KY; ++ky) {
-                  const int64_t yi = oy * g.stride[1] - g.pad[1] + ky * g.dil[1];
-                  if (yi < 0 || yi >= Y) continue;
-                  const int64_t r = (c * KX + kx) * KY + ky;
-                  seg_x[r * S + nseg[r]] = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
-                  nseg[r]++;
-                }
-              }
+            for_each_receptive_row(g, ox, oy, [&](int64_t c, int64_t kx, int64_t ky, int64_t xi, int64_t yi) {
+              const int64_t r = (c * KX + kx) * KY + ky;
+              seg_x[r * S + nseg[r]] = P + (((n * C + c) * X + xi) * Y + yi) * rowlen;
+              seg_g[r * S + nseg[r]] = gpos[s];
+              nseg[r]++;
+            });
           }
           const int64_t R = C * KX * KY;
           for (int64_t r = 0; r < R; ++r) {
             if (!nseg[r]) continue;
-            // segment order follows position order, so the gradient rows of segment i belong to the i-th valid one
-            int i = 0;
-            for (int64_t s = 0; s < ns; ++s) {
-              const int64_t p = q + s, ox = (p / OY) % OX, oy = p % OY;
-              const int64_t rc = r / (KX * KY), rkx = (r / KY) % KX, rky = r % KY;
-              (void)rc;
-              const int64_t xi = ox * g.stride[0] - g.pad[0] + rkx * g.dil[0];
-              const int64_t yi = oy * g.stride[1] - g.pad[1] + rky * g.dil[1];
-              if (xi < 0 || xi >= X || yi < 0 || yi >= Y) continue;
-              seg_g[i++] = gpos[s];
-            }
             const T* pf_row = nullptr;
             for (int64_t r2 = r + 1; r2 < R && !pf_row; ++r2)
               if (nseg[r2]) pf_row = seg_x[r2 * S] + toff[0];
@@ -674,11 +665,11 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
               const int64_t* tk = toff.data() + k0;
               const T* pf = k0 + ktm >= KE ? pf_row : nullptr;
               if (ob == 8)
-                gw_taps<T, 8>(kt, nseg[r], seg_g.data(), lg, seg_x.data() + r * S, tk, nvec, ak, pf);
+                gw_taps<T, 8>(kt, nseg[r], seg_g.data() + r * S, lg, seg_x.data() + r * S, tk, nvec, ak, pf);
               else if (ob == 4)
-                gw_taps<T, 4>(kt, nseg[r], seg_g.data(), lg, seg_x.data() + r * S, tk, nvec, ak, pf);
+                gw_taps<T, 4>(kt, nseg[r], seg_g.data() + r * S, lg, seg_x.data() + r * S, tk, nvec, ak, pf);
               else
-                gw_taps<T, 1>(kt, nseg[r], seg_g.data(), lg, seg_x.data() + r * S, tk, nvec, ak, pf);
+                gw_taps<T, 1>(kt, nseg[r], seg_g.data() + r * S, lg, seg_x.data() + r * S, tk, nvec, ak, pf);
             }
           }
         }
