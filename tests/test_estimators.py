@@ -4,8 +4,8 @@ torch/float32 input, and the SDP wrappers' own logic (predict, relabelling) with
 Checks skipped (expected to fail) and why:
 
 * ``check_array_api_input`` is skipped by scikit-learn itself unless SCIPY_ARRAY_API=1 (not an expected failure).
-* None for GaussianMixtureEM and SDPKMeans. For ILASDP, ``check_fit2d_1sample`` is an expected failure while
-  ``loglik.ila_sdp`` rejects a single sample (its default rank 2 exceeds n = 1; detected at run time). SDPKMeans
+* None for GaussianMixtureEM and SDPKMeans. For ILASDP, ``check_fit2d_1sample`` would be an expected failure if
+  ``loglik.ila_sdp`` rejected a single sample without a "1 sample" message (detected at run time). SDPKMeans
   and ILASDP are only checked when loglik.sdp provides kmeans_sdp / ila_sdp.
 """
 
@@ -28,18 +28,18 @@ HAVE_ILA_SDP = hasattr(sdp, "ila_sdp")
 
 
 def _ila_sdp_rejects_one_sample() -> bool:
+    """True when ila_sdp rejects n = 1 with a message scikit-learn's check_fit2d_1sample does not accept."""
     try:
         sdp.ila_sdp(np.zeros((1, 2)), 1)
-    except ValueError:
-        return True
+    except ValueError as exc:
+        return "1 sample" not in str(exc)
     return False
 
 
 def _expected_failed(est) -> dict[str, str]:
     if isinstance(est, loglik.ILASDP) and _ila_sdp_rejects_one_sample():
-        # sklearn fits n_clusters=1 on a single sample and accepts only a "1 sample" message; ila_sdp raises
-        # "rank: expected <= 1, got 2" there (its default rank exceeds n). Detected at run time, so the check
-        # runs again as soon as loglik.ila_sdp handles n = 1.
+        # sklearn fits n_clusters=1 on a single sample and accepts only a "1 sample" message (ila_sdp used to raise
+        # "rank: expected <= 1, got 2" there). Detected at run time.
         return {"check_fit2d_1sample": "loglik.ila_sdp rejects n = 1 with its default rank = 2"}
     return {}
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _backend
 
-__all__ = ["as_float_array", "check_int", "check_positive", "check_choice", "like_input", "to_numpy"]
+__all__ = ["as_float_array", "check_bool", "check_int", "check_positive", "check_choice", "like_input", "to_numpy"]
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -71,6 +71,17 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
     if high is not None and v > high:
         raise ValueError(f"{name}: expected <= {high}, got {v}")
     return v
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A Python bool from a bool or numpy.bool_, or a TypeError naming ``name``.
+
+    Truthy stand-ins are refused on purpose: ``flag="false"`` or ``flag="no"`` would otherwise silently mean True,
+    and ``0``/``1`` usually mean a count was passed to the wrong argument.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool (True or False), got {value!r}")
 
 
 def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:

@@ -18,6 +18,7 @@ import functools
 from typing import Any
 
 from . import _backend
+from ._checks import check_bool
 
 __all__ = ["linear_logprobs_op", "cross_entropy_fused_op", "logits_logprobs_op"]
 
@@ -438,10 +439,12 @@ def _ops() -> Any:
 
 def linear_logprobs_op(p: dict[str, Any], *, need_entropy: bool, need_meanz: bool = False) -> tuple[Any, ...]:
     """(logprobs, entropy, lse, mean_logit) per flattened token."""
+    need_entropy = check_bool(need_entropy, "need_entropy")
+    check_bool(need_meanz, "need_meanz")
     temp_rows, ts = _temp_arg(p)
     return _get_ops()["linear_logprobs"](
         p["h2"], p["weight"], p["t1"], p["bias"], temp_rows, ts, float(p["softcap"] or 0.0), p["ignore_index"],
-        int(p["chunk_size"] or 0), p["impl"], bool(need_entropy),
+        int(p["chunk_size"] or 0), p["impl"], need_entropy,
     )  # fmt: skip
 
 
@@ -466,10 +469,11 @@ def cross_entropy_fused_op(p: dict[str, Any], weights: Any, reduction: str, eps:
 
 
 def logits_logprobs_op(p: dict[str, Any], logits2d: Any, *, need_entropy: bool) -> tuple[Any, ...]:
+    need_entropy = check_bool(need_entropy, "need_entropy")
     temp_rows, ts = _temp_arg(p)
     return _get_ops()["logprobs_from_logits"](
         logits2d, p["t1"], temp_rows, ts, float(p["softcap"] or 0.0), p["ignore_index"], int(p["chunk_size"] or 0),
-        p["impl"], bool(need_entropy),
+        p["impl"], need_entropy,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _backend
+from ._checks import check_bool
 from .mixture import gmm_em, gmm_logpdf
 
 __all__ = ["SDPKMeans", "ILASDP", "GaussianMixtureEM"]
@@ -173,8 +174,9 @@ class ILASDP(_ClusterBase):
         K = self._check_n_clusters(Xa)
         if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar: expected a non-negative number, got {self.reg_covar!r}")
+        verbose = check_bool(self.verbose, "verbose")
         res = _sdp_function("ila_sdp")(
-            Xa, K, max_rounds=self.max_rounds, seed=_seed_from(self.random_state), verbose=bool(self.verbose)
+            Xa, K, max_rounds=self.max_rounds, seed=_seed_from(self.random_state), verbose=verbose
         )
         self.labels_ = _consecutive(res.labels)
         self.means_, self.covariances_, self.weights_ = _cluster_stats(Xa, self.labels_, float(self.reg_covar))

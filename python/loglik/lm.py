@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._checks import check_choice
+from ._checks import check_bool, check_choice
 
 __all__ = ["linear_logprobs", "linear_cross_entropy", "logprobs_from_logits", "sequence_logprobs"]
 
@@ -599,6 +599,8 @@ def linear_logprobs(
         ``(logprobs, entropy, lse)`` holding only the requested extras, in that order. Differentiable w.r.t.
         hidden, weight and bias. numpy inputs give numpy outputs (no autograd).
     """
+    return_entropy = check_bool(return_entropy, "return_entropy")
+    return_lse = check_bool(return_lse, "return_lse")
     if process_group is not None:
         return _vocab_parallel("linear_logprobs_vocab_parallel", hidden, weight, targets, vocab_start, process_group,
                                bias=bias, temperature=temperature, softcap=softcap, ignore_index=ignore_index,
@@ -747,6 +749,8 @@ def logprobs_from_logits(
         logprobs [...] float32 (float64 for float64 logits), or a tuple ``(logprobs, entropy, lse)`` with only the
         requested extras. Differentiable w.r.t. logits.
     """
+    return_entropy = check_bool(return_entropy, "return_entropy")
+    return_lse = check_bool(return_lse, "return_lse")
     torch = _torch()
     logits, from_np = _as_tensor(torch, logits, "logits")
     if not _is_float_tensor(torch, logits):
@@ -778,26 +782,44 @@ def logprobs_from_logits(
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average: bool = False) -> Any:
+def sequence_logprobs(
+    token_logprobs: Any, mask_or_segment_ids: Any, *, average: bool = False, num_segments: int | None = None
+) -> Any:
     """Sum (or average) token log-probs per sequence, for padded or packed batches.
 
     Args:
         token_logprobs: [B, T] (or [T]) float tensor / numpy array of per-token log-probs.
         mask_or_segment_ids: same shape. A **bool** (or floating 0/1) tensor is a padding mask: True/1 marks valid
             tokens, one sequence per row. An **integer** tensor holds packed segment ids: tokens with id k >= 0
-            belong to sequence k of their row, negative ids are padding.
+            belong to sequence k of their row, negative ids are padding. Ids must be < T (a row of T tokens holds
+            at most T sequences) unless ``num_segments`` is given.
         average: divide each sum by the sequence's number of valid tokens.
+        num_segments: segment ids only: the number of output columns S (ids must be < S). Default: max id + 1.
+            Needed for ids >= T (e.g. ids numbered across the whole batch); the result is [B, S], so a huge S
+            is a huge allocation that the caller asked for explicitly.
 
     Returns:
-        Mask input: [B] (or a scalar for 1-D input). Segment ids: [B, S] (or [S]) with S = max id + 1.
+        Mask input: [B] (or a scalar for 1-D input). Segment ids: [B, S] (or [S]) with S = max id + 1 (or
+        ``num_segments``).
         With ``average=False``: the sums; a sequence without valid tokens gives 0.
         With ``average=True``: a tuple ``(mean, valid)``: ``mean`` is 0 where the sequence has no valid token and
         ``valid`` (bool, same shape) reports which sequences had at least one. Never NaN. Differentiable w.r.t.
         token_logprobs. numpy in, numpy out.
+
+    Raises:
+        ValueError: shapes differ, non-finite token_logprobs, a floating mask other than 0/1, a segment id >= T
+            (or >= num_segments).
+        TypeError: non-float token_logprobs, a mask/ids tensor that is neither bool, float nor integer, a non-bool
+            ``average``, a non-int ``num_segments``.
     """
     torch = _torch()
-    if not isinstance(average, bool):
-        raise TypeError(f"average: expected a bool, got {average!r}")
+    average = check_bool(average, "average")
+    if num_segments is not None:
+        if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral):
+            raise TypeError(f"num_segments: expected an int or None, got {num_segments!r}")
+        if num_segments < 0:
+            raise ValueError(f"num_segments: expected >= 0, got {num_segments}")
+        num_segments = int(num_segments)
     lp, from_np = _as_tensor(torch, token_logprobs, "token_logprobs")
     ids, _ = _as_tensor(torch, mask_or_segment_ids, "mask_or_segment_ids")
     if not _is_float_tensor(torch, lp):
@@ -812,6 +834,8 @@ def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average:
     lp2 = lp[None] if squeeze else lp
     ids2 = (ids[None] if squeeze else ids).to(lp.device)
     if ids2.dtype == torch.bool or ids2.is_floating_point():
+        if num_segments is not None:
+            raise ValueError("num_segments: only meaningful with integer segment ids, got a mask")
         if ids2.is_floating_point() and not bool(((ids2 == 0) | (ids2 == 1)).all()):
             raise ValueError("mask_or_segment_ids: a floating mask must hold only 0 and 1")
         m = ids2.to(lp.dtype)
@@ -819,8 +843,18 @@ def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average:
         count = m.sum(-1)
     elif ids2.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         ids2 = ids2.to(torch.int64)
-        s = int(ids2.max().item()) + 1 if ids2.numel() else 0
-        s = max(s, 0)
+        top = int(ids2.max().item()) if ids2.numel() else -1
+        # the result has B x (max id + 1) entries: bound the id so that a stray huge id (a token id, a global
+        # document id) is a clear error instead of a multi-gigabyte allocation
+        if num_segments is None and top >= ids2.shape[1]:
+            raise ValueError(
+                f"mask_or_segment_ids: segment id {top} >= T = {ids2.shape[1]} (tokens per row); ids number the "
+                "sequences of each row 0, 1, ... Pass num_segments=S for ids in [0, S), or relabel the ids "
+                "(e.g. torch.unique(ids, return_inverse=True))"
+            )
+        if num_segments is not None and top >= num_segments:
+            raise ValueError(f"mask_or_segment_ids: segment id {top} >= num_segments = {num_segments}")
+        s = max(top + 1, 0) if num_segments is None else num_segments
         valid = ids2 >= 0
         idx = torch.where(valid, ids2, torch.zeros_like(ids2))
         m = valid.to(lp.dtype)

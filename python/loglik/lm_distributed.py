@@ -21,7 +21,7 @@ import numbers
 from typing import Any
 
 from . import _backend
-from ._checks import check_choice
+from ._checks import check_bool, check_choice
 
 __all__ = ["linear_logprobs_vocab_parallel", "linear_cross_entropy_vocab_parallel"]
 
@@ -421,6 +421,8 @@ def linear_logprobs_vocab_parallel(
         return_lse, a tuple ``(logprobs, entropy, lse)`` holding only the requested extras, in that order.
         Identical on every rank; differentiable w.r.t. hidden, weight_shard and bias (grad_hidden is all-reduced).
     """
+    return_entropy = check_bool(return_entropy, "return_entropy")
+    return_lse = check_bool(return_lse, "return_lse")
     p = _prepare(
         hidden, weight_shard, targets, vocab_start, process_group, bias, temperature, softcap, ignore_index,
         chunk_size, vocab_chunk_size, impl, False,

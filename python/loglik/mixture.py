@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._checks import as_float_array, check_choice, check_int, check_positive, like_input, to_numpy
+from ._checks import as_float_array, check_bool, check_choice, check_int, check_positive, like_input, to_numpy
 
 __all__ = [
     "KMeansResult",
@@ -287,6 +287,7 @@ def gmm_logpdf(
         torch out (on the input's device). The dtype is float64 if any input is float64, else float32. Torch inputs
         that require gradients go through the differentiable torch twin (loglik.reference.gmm_logpdf).
     """
+    return_responsibilities = check_bool(return_responsibilities, "return_responsibilities")
     args = (X, means, covariances, weights)
     if any(_backend.is_torch(a) and a.requires_grad for a in args):
         from .reference.mixture import gmm_logpdf as ref

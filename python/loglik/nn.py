@@ -16,6 +16,7 @@ import functools
 from typing import Any
 
 from . import _backend, lm
+from ._checks import check_bool
 
 __all__ = ["LinearCrossEntropy", "LinearLogprobs"]  # noqa: F822 (built lazily by __getattr__)
 
@@ -82,8 +83,8 @@ def _classes() -> dict[str, type]:
             self.temperature = temperature
             self.softcap = softcap
             self.ignore_index = ignore_index
-            self.return_entropy = return_entropy
-            self.return_lse = return_lse
+            self.return_entropy = check_bool(return_entropy, "return_entropy")
+            self.return_lse = check_bool(return_lse, "return_lse")
             self.chunk_size = chunk_size
             self.impl = impl
 

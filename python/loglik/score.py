@@ -21,7 +21,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from . import _backend
-from ._checks import as_float_array, check_choice, check_int, check_positive
+from ._checks import as_float_array, check_bool, check_choice, check_int, check_positive
 
 __all__ = [
     "kde_score",
@@ -294,6 +294,7 @@ def kde_score(
     differentiating the reference in the backward pass); when ``samples``, ``weights`` or ``bandwidth`` require
     grad the whole call runs through the reference so that every gradient flows.
     """
+    return_logpdf = check_bool(return_logpdf, "return_logpdf")
     score, logpdf = _kde(x, samples, bandwidth, weights, impl, isa)
     return (score, logpdf) if return_logpdf else score
 
@@ -436,6 +437,7 @@ def ardae_loss(
         scalar loss: the mean over the batch of ||u + sigma_a R||^2 / (number of elements per example).
     """
     torch = _backend.torch()
+    pass_sigma = check_bool(pass_sigma, "pass_sigma")
     if not _backend.is_torch(y):
         raise TypeError("y: expected a torch tensor")
     if y.ndim < 1 or y.shape[0] < 1:
@@ -521,6 +523,7 @@ def hutchinson_divergence(
         raise TypeError("x: expected a torch tensor")
     n = check_int(n_probes, "n_probes", low=1)
     probe = check_choice(probe, "probe", ("rademacher", "gaussian"))
+    create_graph = check_bool(create_graph, "create_graph")
     if not x.is_floating_point():
         raise TypeError(f"x: expected a floating-point tensor (autograd needs one), got {x.dtype}")
     if x.ndim < 1 or x.shape[0] < 1:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._checks import as_float_array, check_choice, check_int, check_positive, to_numpy
+from ._checks import as_float_array, check_bool, check_choice, check_int, check_positive, to_numpy
 from .reference.sdp import SDPResult, estimate_gaussians, lasdp_coefficients
 
 __all__ = ["SDPResult", "kmeans_sdp", "ila_sdp"]
@@ -132,6 +132,7 @@ def kmeans_sdp(
     """
     solver = check_choice(solver, "solver", ("lowrank", "admm"))
     init = check_choice(init, "init", ("kmeans", "random"))
+    verbose = check_bool(verbose, "verbose")
     Xn, K, m = _prepare(X, n_clusters)
     seed = _check_seed(seed)
     tol = check_positive(tol, "tol")
@@ -301,12 +302,12 @@ def ila_sdp(
     at 1e-3 / K; (d) an empty cluster takes the global mean and covariance.
 
     Args:
-        X: [n, p] data, numpy or torch, float32 or float64 (computed in float64; never modified).
+        X: [n, p] data, n >= 2, numpy or torch, float32 or float64 (computed in float64; never modified).
         n_clusters: K, 1 <= K <= n.
         max_rounds: maximum alternation rounds.
         reg: covariance ridge relative to the average variance of X.
         shrinkage: "auto" or a float in [0, 1] (see above).
-        rank: columns r of each U_k.
+        rank: columns r of each U_k, 1 <= r <= n.
         init: None (K-means SDP partition) or int labels [n] in 0..K-1 (clusters may be empty).
         max_iter: projected-gradient steps per LA-SDP solve.
         tol: feasibility tolerance of each LA-SDP solve (max_i |(sum_k Z_k 1)_i - 1|).
@@ -324,11 +325,17 @@ def ila_sdp(
         (in the coordinates of X), covariances [K, p, p], weights [K].
 
     Raises:
-        ValueError / TypeError naming the argument for bad input (NaN/inf, n_clusters outside [1, n], bad init).
+        ValueError / TypeError naming the argument for bad input (NaN/inf, fewer than 2 rows in X, n_clusters
+        outside [1, n], rank outside [1, n], bad init).
     """
     Xn, K, m = _prepare(X, n_clusters)
     n, p = Xn.shape
+    if n < 2:
+        # before the rank check: the default rank=2 > n would otherwise blame an argument the caller never set
+        raise ValueError(f"X: ila_sdp needs n >= 2 samples (rows) to estimate covariances, got 1 sample ({Xn.shape})")
     max_rounds = check_int(max_rounds, "max_rounds", low=1)
+    verbose = check_bool(verbose, "verbose")
+    soft_memberships = check_bool(soft_memberships, "soft_memberships")
     reg = check_positive(reg, "reg")
     if isinstance(shrinkage, str):
         check_choice(shrinkage, "shrinkage", ("auto",))

@@ -139,7 +139,9 @@ def logprobs_from_logits(
 logprobs_from_logits_ref = logprobs_from_logits
 
 
-def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average: bool = False) -> Any:
+def sequence_logprobs(
+    token_logprobs: Any, mask_or_segment_ids: Any, *, average: bool = False, num_segments: int | None = None
+) -> Any:
     """Twin of :func:`loglik.sequence_logprobs` with explicit Python loops over sequences (float64)."""
     torch = _backend.torch()
     lp = token_logprobs.to(torch.float64)
@@ -154,7 +156,7 @@ def sequence_logprobs(token_logprobs: Any, mask_or_segment_ids: Any, *, average:
                              dtype=torch.float64)  # fmt: skip
     else:
         s = int(ids2.max()) + 1 if ids2.numel() else 0
-        s = max(s, 0)
+        s = max(s, 0) if num_segments is None else num_segments
         total = lp2.new_zeros(lp2.shape[0], s)
         count = lp2.new_zeros(lp2.shape[0], s)
         for b in range(lp2.shape[0]):
