@@ -332,10 +332,15 @@ std::unique_ptr<Buffer<T>> phase_split(const Geometry& g, const T* x, int64_t lp
       std::memcpy(dst + pe, src, static_cast<size_t>(E) * sizeof(T));
       std::fill(dst + pe + E, dst + lp, T(0));
     } else {
-      std::fill(dst, dst + se * lp, T(0));
-      for (int64_t e = 0; e < E; ++e) {
-        const int64_t j = e + pe;
-        dst[(j % se) * lp + j / se] = src[e];
+      // phase r, index q <- x[q * se + r - pe] (zero outside the row): a strided gather per phase, no divisions
+      for (int64_t r = 0; r < se; ++r) {
+        T* d = dst + r * lp;
+        const int64_t qlo = r >= pe ? 0 : (pe - r + se - 1) / se;
+        const int64_t qhi = std::min(lp, E - 1 + pe - r >= 0 ? (E - 1 + pe - r) / se + 1 : 0);
+        std::fill(d, d + std::min(qlo, lp), T(0));
+        const T* sp = src + r - pe;
+        for (int64_t q = qlo; q < qhi; ++q) d[q] = sp[q * se];
+        std::fill(d + std::max(qhi, std::min(qlo, lp)), d + lp, T(0));
       }
     }
   }
