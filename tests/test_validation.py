@@ -162,3 +162,81 @@ def test_sequence_logprobs_ids_up_to_t_minus_one_unchanged():
     lp = -torch.rand(1, 4, dtype=torch.float64)
     seg = torch.tensor([[3, 2, 1, 0]])  # every token its own sequence: the largest allowed id is T - 1
     torch.testing.assert_close(loglik.sequence_logprobs(lp, seg), lp.flip(-1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Clustering at extreme scales: the same partition as at unit scale, or a ValueError naming X (never inf/NaN).
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"), [(1e20, np.float32), (1e-30, np.float32), (1e140, np.float64), (1e-200, np.float64)]
+)
+def test_kmeans_extreme_scales_same_partition(scale, dtype):
+    base = loglik.kmeans(X, 2, seed=0)
+    Xs = (X * scale).astype(dtype)
+    before = Xs.copy()
+    res = loglik.kmeans(Xs, 2, seed=0)
+    np.testing.assert_array_equal(Xs, before)
+    np.testing.assert_array_equal(res.labels, base.labels)
+    assert res.centers.dtype == dtype
+    np.testing.assert_allclose(res.centers / scale, base.centers, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(res.inertia)
+    res_init = loglik.kmeans(Xs, 2, init=Xs[:2])
+    np.testing.assert_array_equal(res_init.labels, loglik.kmeans(X, 2, init=X[:2]).labels)
+
+
+def test_kmeans_unit_scale_untouched():
+    # data in the safe range is not rescaled: results equal those of the compiled core called directly
+    from loglik import _backend
+
+    d = _backend.C().kmeans(np.ascontiguousarray(X), 2, 1, 300, 1e-4, 7, None)
+    res = loglik.kmeans(X, 2, seed=7)
+    np.testing.assert_array_equal(res.labels, d["labels"])
+    np.testing.assert_array_equal(res.centers, d["centers"])
+    assert res.inertia == float(d["inertia"])
+
+
+def test_kmeans_overflowing_inertia_names_x():
+    with pytest.raises(ValueError, match="X: values up to .* overflow float64"):
+        loglik.kmeans(X * 1e200, 2, seed=0)
+
+
+@pytest.mark.parametrize(("scale", "dtype"), [(1e20, np.float32), (1e160, np.float64)])
+def test_gmm_em_overflowing_variances_name_x(scale, dtype):
+    with pytest.raises(ValueError, match=f"X: deviations from the mean up to .* overflow {np.dtype(dtype).name}"):
+        loglik.gmm_em((X * scale).astype(dtype), 2, seed=0)
+    res = loglik.gmm_em((X * 1e17).astype(np.float32), 2, seed=0)
+    assert np.isfinite(res.covariances).all() and np.isfinite(res.log_likelihood)
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_gmm_logpdf_far_points(as_torch):
+    M = np.array([[0.0, 0, 0], [1, 0, 0]])
+    C, W = np.stack([np.eye(3)] * 2), np.array([0.5, 0.5])
+    far = np.full((2, 3), 1e10)
+    wrap = (lambda a: torch.tensor(a, requires_grad=True)) if as_torch else (lambda a: a)
+    _, resp = loglik.gmm_logpdf(wrap(far), M, C, W, return_responsibilities=True)
+    resp = resp.detach().numpy() if as_torch else resp
+    # the rows used to be [1, 1] (exp(lp - lse) with lse rounded); the posterior favours the nearer component 1
+    np.testing.assert_allclose(resp, [[0.0, 1.0], [0.0, 1.0]], atol=1e-12)
+    _, resp2 = loglik.gmm_logpdf(wrap(np.full((1, 3), 1e10)), np.zeros((2, 3)), C, W, return_responsibilities=True)
+    np.testing.assert_allclose(resp2.detach().numpy() if as_torch else resp2, [[0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"X: the log-density of 2 point\(s\) \(rows \[0, 1\]\) overflows"):
+        loglik.gmm_logpdf(wrap(np.full((2, 3), 1e200)), M, C, W)
+
+
+@pytest.mark.parametrize(
+    ("covariance", "C"),
+    [
+        ("full", np.stack([np.eye(3), np.ones((3, 3))])),
+        ("full", np.stack([np.eye(3), -np.eye(3)])),
+        ("diag", np.array([[1.0, 1, 1], [1, 0, 1]])),
+        ("spherical", np.array([1.0, -1.0])),
+    ],
+)
+def test_gmm_logpdf_autograd_path_rejects_non_pd(covariance, C):
+    x = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="covariances: component 1 is not positive definite"):
+        loglik.gmm_logpdf(x, np.zeros((2, 3)), C, np.array([0.5, 0.5]), covariance=covariance)
+    with pytest.raises(ValueError, match="covariances: component 1 is not positive definite"):
+        loglik.gmm_logpdf(x.detach().numpy(), np.zeros((2, 3)), C, np.array([0.5, 0.5]), covariance=covariance)

@@ -122,6 +122,37 @@ def _check_data(X: Any, n_clusters: Any) -> tuple[np.ndarray, int]:
     return Xa, K
 
 
+def _power_of_two_exponent(Xa: np.ndarray) -> int:
+    """0 for data whose squared distances are safe in X's dtype, else e such that 2^e max |X| lies in [1, 2).
+
+    Lloyd iterations and k-means++ compare squared distances computed in X's dtype: values above
+    ~sqrt(max / p) overflow them (inf distances, wrong labels) and values below ~sqrt(tiny) / eps lose their
+    precision (underflow). K-means is scale-equivariant and scaling by a power of two is exact, so rescaling such
+    data gives the same partition as exact arithmetic would; data in the safe range is left untouched (bit-identical
+    results).
+    """
+    a = float(np.abs(Xa).max()) if Xa.size else 0.0
+    if a == 0.0:
+        return 0
+    fi = np.finfo(Xa.dtype)
+    hi = float(np.sqrt(float(fi.max) / (16.0 * Xa.shape[1])))
+    lo = float(np.sqrt(float(fi.tiny)) / float(fi.eps))
+    if lo <= a <= hi:
+        return 0
+    return -int(np.floor(np.log2(a)))
+
+
+def _check_variance_range(Xa: np.ndarray) -> None:
+    """ValueError naming X when its variances cannot be represented in its dtype (EM's covariances would be inf)."""
+    a = float(np.abs(Xa - Xa.mean(0, dtype=np.float64)).max()) if Xa.size else 0.0
+    limit = float(np.sqrt(float(np.finfo(Xa.dtype).max) / 16.0))
+    if a > limit:
+        raise ValueError(
+            f"X: deviations from the mean up to {a:.3g} overflow {Xa.dtype} when squared (the covariances would be "
+            f"inf); rescale X{' or pass float64' if Xa.dtype == np.float32 else ''}"
+        )
+
+
 def _check_init_array(init: Any, K: int, p: int, dtype: np.dtype) -> np.ndarray:
     arr = as_float_array(init, "init", ndim=2).astype(dtype, copy=False)
     if arr.shape != (K, p):
@@ -164,11 +195,25 @@ def kmeans(
         init_arr = None
     else:
         init_arr = _check_init_array(init, K, Xa.shape[1], Xa.dtype)
+    e = _power_of_two_exponent(Xa)
+    if e:  # extreme magnitudes: solve on exactly rescaled copies (the caller's arrays are untouched)
+        Xa = np.ldexp(Xa, e).astype(Xa.dtype, copy=False)
+        init_arr = None if init_arr is None else np.ldexp(init_arr, e).astype(init_arr.dtype, copy=False)
     d = _backend.C().kmeans(Xa, K, n_init, max_iter, tol, seed_, init_arr)
+    centers = np.asarray(d["centers"])
+    inertia = float(d["inertia"])
+    if e:
+        centers = np.ldexp(centers, -e).astype(centers.dtype, copy=False)
+        with np.errstate(over="ignore", under="ignore"):
+            inertia = float(np.ldexp(np.float64(inertia), -2 * e))
+    if not (np.isfinite(inertia) and np.isfinite(centers).all()):
+        raise ValueError(
+            f"X: values up to {float(np.ldexp(np.abs(Xa).max(), -e)):.3g} make the inertia overflow float64; rescale X"
+        )
     return KMeansResult(
         labels=d["labels"],
-        centers=d["centers"],
-        inertia=float(d["inertia"]),
+        centers=centers,
+        inertia=inertia,
         n_iter=int(d["n_iter"]),
         converged=bool(d["converged"]),
         n_relocated=int(d["n_relocated"]),
@@ -212,6 +257,7 @@ def gmm_em(
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
     seed_ = _check_seed(seed)
+    _check_variance_range(Xa)
     if isinstance(init, str):
         init_code = _EM_INIT_CODES[check_choice(init, "init", tuple(_EM_INIT_CODES))]
         init_arr = None
@@ -222,6 +268,10 @@ def gmm_em(
         d = _backend.C().gmm_em(Xa, K, _COV_CODES[cov], n_init, max_iter, tol, reg_covar, init_code, seed_, init_arr)
     except RuntimeError as exc:  # only when even heavy diagonal loading cannot rescue a covariance
         raise ValueError(f"X: {exc}") from exc
+    if not all(np.isfinite(np.asarray(d[k])).all() for k in ("means", "covariances", "weights", "log_likelihood")):
+        raise ValueError(
+            "X: EM produced non-finite parameters (values too large or too small for the dtype); rescale X"
+        )
     return MixtureResult(
         labels=d["labels"],
         means=d["means"],
@@ -299,21 +349,61 @@ def gmm_logpdf(
         # cannot mix the two); the validated float arrays are used so that ints and lists work too
         device = next(a for a in args if _backend.is_torch(a) and a.requires_grad).device
         torch = _backend.torch()
+        _check_positive_definite(checked[2], covariance)  # the kernel path checks this in C++
         X, means, covariances, weights = (
             a if _backend.is_torch(a) else torch.from_numpy(np.ascontiguousarray(c)).to(device)
             for a, c in zip(args, checked, strict=True)
         )
-        return ref(
+        out = ref(
             X, means, covariances, weights, covariance=covariance, return_responsibilities=return_responsibilities
         )
+        _check_log_density(to_numpy(out[0] if return_responsibilities else out, "log_density"))
+        return out
     Xa, M, C, W, cov = _check_mixture_params(X, means, covariances, weights, covariance)
     dtype = np.result_type(Xa.dtype, M.dtype, C.dtype, W.dtype)
     Xa, M, C, W = (np.ascontiguousarray(a, dtype=dtype) for a in (Xa, M, C, W))
     _, log_density, resp = _backend.C().gmm_logpdf(Xa, M, C, W, _COV_CODES[cov], bool(return_responsibilities))
+    _check_log_density(np.asarray(log_density))
+    if return_responsibilities:
+        # the kernel returns exp(lp_k - lse); when |lse| is huge (a point far from every component) lse loses the
+        # log-sum's O(1) part to rounding and the rows no longer sum to one (two equal components gave [1, 1]).
+        # The rows are still proportional to the posterior, so normalising them gives the exact softmax.
+        resp = np.asarray(resp)
+        resp = resp / resp.sum(1, keepdims=True)
     template = next((a for a in args if _backend.is_torch(a)), X)
     if return_responsibilities:
         return like_input(log_density, template), like_input(resp, template)
     return like_input(log_density, template)
+
+
+def _check_positive_definite(C: np.ndarray, covariance: str) -> None:
+    """ValueError naming ``covariances`` unless every component is positive definite (torch-twin path)."""
+    for k in range(C.shape[0]):
+        if covariance == "full":
+            try:
+                np.linalg.cholesky(C[k].astype(np.float64))
+                continue
+            except np.linalg.LinAlgError:
+                pass
+        elif (np.asarray(C[k]) > 0).all():
+            continue
+        raise ValueError(f"covariances: component {k} is not positive definite")
+
+
+def _check_log_density(log_density: np.ndarray) -> None:
+    """A NaN or infinite log-density means squared Mahalanobis distances overflowed: name X instead of returning it.
+
+    (A point far from every component has log-density ~ -d^2 / 2, below the dtype's range, and its
+    responsibilities come out as 0 / 0.)
+    """
+    bad = ~np.isfinite(log_density)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"X: the log-density of {rows.size} point(s) (rows {rows[:5].tolist()}{' ...' if rows.size > 5 else ''}) "
+            f"overflows {log_density.dtype}: they are too far from every component for this dtype; rescale X, "
+            "means and covariances (or use float64)"
+        )
 
 
 def misclustering_error(labels: Any, truth: Any) -> float:

@@ -162,13 +162,17 @@ def gmm_logpdf(
     numpy inputs give numpy; torch inputs give torch and are differentiable (autograd through Cholesky).
     """
     lp = _logpdf_components(X, means, covariances, weights, covariance)
+    # responsibilities as a softmax relative to the row maximum, not exp(lp - lse): for huge |lse| the log-sum's
+    # O(1) part is lost to rounding and exp(lp - lse) no longer sums to one
     if is_torch(lp):
         lse = lp.logsumexp(1)
-        resp = (lp - lse[:, None]).exp()
+        resp = lp.softmax(1)
     else:
         m = lp.max(1, keepdims=True)
-        lse = (m + np.log(np.exp(lp - m).sum(1, keepdims=True)))[:, 0]
-        resp = np.exp(lp - lse[:, None])
+        e = np.exp(lp - m)
+        s = e.sum(1, keepdims=True)
+        lse = (m + np.log(s))[:, 0]
+        resp = e / s
     return (lse, resp) if return_responsibilities else lse
 
 
