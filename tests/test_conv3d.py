@@ -34,6 +34,9 @@ CASES = [
     ((1, 4, 3, 3, 200), (8, 4, 3, 3, 3), 1, 1, 1),
     # rows of whole vectors and few rows per position: grad_weight reads grad_output in place
     ((2, 1, 3, 4, 64), (5, 1, 3, 3, 5), 1, (1, 1, 2), 1),
+    # kernels spanning the whole energy axis with a 1x1 footprint: "auto" runs them as BLAS products
+    ((2, 3, 4, 5, 16), (6, 3, 1, 1, 16), 1, 0, 1),
+    ((1, 2, 3, 3, 9), (4, 2, 1, 1, 9), (1, 1, 3), 0, 1),
 ]
 ISAS = ["auto", "avx512", "avx2", "generic"]
 
@@ -73,6 +76,8 @@ def test_kernel_matches_torch_float64(xs, ws, s, p, d, isa):
     x, w, b = _make(xs, ws, np.float64)
     st_, pt, dt = (loglik.conv._triple(v, "v", low=0) for v in (s, p, d))
     y, used = C.conv3d_forward(x, w, b, st_, pt, dt, isa)
+    dense = ws[2:4] == (1, 1) and ws[4] == xs[4] and p == 0
+    assert used == ("blas" if isa == "auto" and dense else isa if isa != "auto" else used)
     gy = np.random.default_rng(1).standard_normal(y.shape)
     y_t, gx_t, gw_t = _torch_truth(x, w, b, gy, s, p, d)
     gx, _ = C.conv3d_grad_input(gy, w, list(xs), st_, pt, dt, isa)

@@ -4,7 +4,10 @@
 // vectors the CPU has.
 #include "loglik/conv3d.hpp"
 
+#include <climits>
 #include <stdexcept>
+
+#include "loglik/blas.hpp"
 
 #define LOGLIK_CONV3D_ISA generic
 #define LOGLIK_CONV3D_VEC_BYTES 16
@@ -86,9 +89,69 @@ const char* name(Isa i) { return i == Isa::avx512 ? "avx512" : i == Isa::avx2 ? 
 #define LOGLIK_CONV3D_DISPATCH(fn, ...) generic::fn(__VA_ARGS__);
 #endif
 
+namespace {
+
+// A kernel that spans the whole energy axis with no padding and a 1 x 1 footprint in X and Y (a per-pixel dense
+// layer written as a convolution, as at a VAE's latent) has one output sample per row: vectorising along energy
+// would waste all but one lane, so "auto" runs it as BLAS matrix products over the (X * Y) pixels instead.
+bool dense_geometry(const Geometry& g) {
+  const int64_t P = g.in[0] * g.in[1], E = g.in[2];
+  const bool unit_xy = g.k[0] == 1 && g.k[1] == 1 && g.stride[0] == 1 && g.stride[1] == 1 && g.pad[0] == 0 &&
+                       g.pad[1] == 0;
+  const bool full_e = g.k[2] == E && g.pad[2] == 0 && g.out[2] == 1;
+  return unit_xy && full_e && P <= INT_MAX / 2 && g.c * E <= INT_MAX / 2 && g.o <= INT_MAX / 2;
+}
+
+// y[n, o, p] = sum_c W[o, c, :] . x[n, c, p, :] + bias[o]
+template <class T>
+void dense_forward(const Geometry& g, const T* x, const T* w, const T* bias, T* y) {
+  using loglik::blas::Trans;
+  const int P = static_cast<int>(g.in[0] * g.in[1]), E = static_cast<int>(g.in[2]);
+  const int C = static_cast<int>(g.c), O = static_cast<int>(g.o);
+  for (int64_t n = 0; n < g.n; ++n) {
+    T* yn = y + n * O * P;
+    for (int c = 0; c < C; ++c)
+      loglik::blas::gemm(Trans::N, Trans::T, O, P, E, T(1), w + c * E, C * E, x + (n * C + c) * P * E, E,
+                         c ? T(1) : T(0), yn, P);
+    if (bias)
+      for (int o = 0; o < O; ++o)
+        for (int p = 0; p < P; ++p) yn[o * P + p] += bias[o];
+  }
+}
+
+// gx[n, c, p, :] = sum_o gy[n, o, p] W[o, c, :]
+template <class T>
+void dense_grad_input(const Geometry& g, const T* gy, const T* w, T* gx) {
+  using loglik::blas::Trans;
+  const int P = static_cast<int>(g.in[0] * g.in[1]), E = static_cast<int>(g.in[2]);
+  const int C = static_cast<int>(g.c), O = static_cast<int>(g.o);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int c = 0; c < C; ++c)
+      loglik::blas::gemm(Trans::T, Trans::N, P, E, O, T(1), gy + n * O * P, P, w + c * E, C * E, T(0),
+                         gx + (n * C + c) * P * E, E);
+}
+
+// gw[o, c, :] = sum_{n, p} gy[n, o, p] x[n, c, p, :]
+template <class T>
+void dense_grad_weight(const Geometry& g, const T* x, const T* gy, T* gw) {
+  using loglik::blas::Trans;
+  const int P = static_cast<int>(g.in[0] * g.in[1]), E = static_cast<int>(g.in[2]);
+  const int C = static_cast<int>(g.c), O = static_cast<int>(g.o);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int c = 0; c < C; ++c)
+      loglik::blas::gemm(Trans::N, Trans::N, O, E, P, T(1), gy + n * O * P, P, x + (n * C + c) * P * E, E,
+                         n ? T(1) : T(0), gw + c * E, C * E);
+}
+
+}  // namespace
+
 template <class T>
 std::string forward(const Geometry& g, const T* x, const T* w, const T* bias, T* y, const std::string& want) {
   const Isa isa = pick(want);
+  if (want == "auto" && dense_geometry(g)) {
+    dense_forward(g, x, w, bias, y);
+    return "blas";
+  }
   LOGLIK_CONV3D_DISPATCH(forward_impl<T>, g, x, w, bias, y)
   return name(isa);
 }
@@ -96,6 +159,10 @@ std::string forward(const Geometry& g, const T* x, const T* w, const T* bias, T*
 template <class T>
 std::string grad_input(const Geometry& g, const T* gy, const T* w, T* gx, const std::string& want) {
   const Isa isa = pick(want);
+  if (want == "auto" && dense_geometry(g)) {
+    dense_grad_input(g, gy, w, gx);
+    return "blas";
+  }
   LOGLIK_CONV3D_DISPATCH(grad_input_impl<T>, g, gy, w, gx)
   return name(isa);
 }
@@ -103,6 +170,10 @@ std::string grad_input(const Geometry& g, const T* gy, const T* w, T* gx, const 
 template <class T>
 std::string grad_weight(const Geometry& g, const T* x, const T* gy, T* gw, const std::string& want) {
   const Isa isa = pick(want);
+  if (want == "auto" && dense_geometry(g)) {
+    dense_grad_weight(g, x, gy, gw);
+    return "blas";
+  }
   LOGLIK_CONV3D_DISPATCH(grad_weight_impl<T>, g, x, gy, gw)
   return name(isa);
 }
