@@ -3,10 +3,15 @@
 //
 // Layout of the work: every kernel runs its innermost loop over E, so it vectorises over contiguous memory and
 // keeps a register block of (output channels x E-vectors) accumulators; input rows are reused across that channel
-// block. Strides and dilations along E are turned into unit-stride reads by splitting each zero-padded input row
-// into `stride_e` phases (phase r holds padded samples j = q * stride_e + r), so tap k of output e reads phase
-// (k * dil_e) % stride_e at index e + (k * dil_e) / stride_e. grad_input uses the same engine on the zero-padded
-// output gradient, one phase of grad_input at a time (it is the transposed convolution).
+// block. With unit stride along E, input rows are read in place (only the few vectors at a row end whose taps
+// reach into the zero padding go through a small padded copy). Other strides along E are turned into unit-stride
+// reads by splitting each zero-padded input row into `stride_e` phases (phase r holds padded samples
+// j = q * stride_e + r), so tap k of output e reads phase (k * dil_e) % stride_e at index e + (k * dil_e) / stride_e.
+// grad_input is the transposed convolution on the same engine, reading the output gradient in place, one phase of
+// grad_input at a time; with C * KE <= 8 it lifts the taps into channels instead (see grad_input_impl). grad_weight
+// keeps (output channels x taps) accumulators in registers across a group of output positions.
+// A per-pixel dense geometry (1x1 footprint, kernel spanning the whole unpadded E) is run as BLAS products by
+// conv3d.cpp under isa="auto".
 //
 // This header has two parts:
 //  * declarations (always): loglik::conv3d::Geometry and the dispatching entry points forward / grad_input /
