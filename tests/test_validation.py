@@ -240,3 +240,122 @@ def test_gmm_logpdf_autograd_path_rejects_non_pd(covariance, C):
         loglik.gmm_logpdf(x, np.zeros((2, 3)), C, np.array([0.5, 0.5]), covariance=covariance)
     with pytest.raises(ValueError, match="covariances: component 1 is not positive definite"):
         loglik.gmm_logpdf(x.detach().numpy(), np.zeros((2, 3)), C, np.array([0.5, 0.5]), covariance=covariance)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Score domain: non-finite results, mixed array types, callables and generators.
+
+S = RNG.normal(size=(20, 3))
+
+
+@pytest.mark.parametrize(
+    ("x", "samples", "bandwidth"),
+    [
+        (X * 1e200, S, 0.5),  # squared distances overflow float64
+        ((X * 1e20).astype(np.float32), S.astype(np.float32), 0.5),  # ... and float32
+        (X, S, 1e-300),  # bandwidth^2 underflows: the score is beyond float64
+        (X.astype(np.float32), S.astype(np.float32), 1e-30),
+    ],
+)
+def test_kde_non_finite_result_names_arguments(x, samples, bandwidth):
+    for call in (loglik.kde_score, loglik.kde_logpdf):
+        with pytest.raises(ValueError, match="x, samples, bandwidth: the KDE score or log-density overflows"):
+            call(x, samples, bandwidth)
+    with pytest.raises(ValueError, match="x, samples, bandwidth"):
+        loglik.kde_score(torch.tensor(x, requires_grad=True), torch.tensor(samples), bandwidth)
+
+
+def test_kde_huge_weights_are_normalised():
+    w = np.full(20, 1e308)  # their sum overflows; the normalised weights are uniform
+    score, logpdf = loglik.kde_score(X, S, 0.5, weights=w, return_logpdf=True)
+    ref_score, ref_logpdf = loglik.kde_score(X, S, 0.5, return_logpdf=True)
+    np.testing.assert_allclose(score, ref_score, rtol=1e-12)
+    np.testing.assert_allclose(logpdf, ref_logpdf, rtol=1e-12)
+    wt = torch.full((20,), 1e308, dtype=torch.float64)
+    from loglik.score import _prepare_kde_torch
+
+    _, _, logw = _prepare_kde_torch(torch.tensor(X), torch.tensor(S), wt)
+    torch.testing.assert_close(logw, torch.full((20,), -np.log(20.0), dtype=torch.float64))
+
+
+def test_kde_tensor_bandwidth_checked_on_the_autograd_path():
+    h = torch.tensor(-0.5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="bandwidth: expected a finite number > 0"):
+        loglik.kde_score(torch.tensor(X), torch.tensor(S), h)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "poisson", "gamma"])
+def test_tweedie_mixed_array_types_follow_y(noise):
+    kw = {"gaussian": {"sigma": 0.1}, "poisson": {"zeta": 0.5}, "gamma": {"k": 3.0}}[noise]
+    y = np.abs(RNG.normal(size=(4, 5)))
+    s = RNG.normal(size=(4, 5)) * 0.1
+    expected = loglik.tweedie_denoise(y, s, noise, **kw)
+    out = loglik.tweedie_denoise(torch.tensor(y), s, noise, **kw)  # torch.exp(ndarray) raised for poisson
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), expected)
+    out = loglik.tweedie_denoise(y, torch.tensor(s), noise, **kw)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, expected)
+
+
+def test_ardae_loss_bad_inputs():
+    y = torch.randn(4, 5)
+    with pytest.raises(TypeError, match="y: expected a floating-point tensor"):
+        loglik.ardae_loss(lambda v: -v, torch.ones(4, 5, dtype=torch.int64), 0.1)  # was a torch NotImplementedError
+    with pytest.raises(TypeError, match="score_net: expected a callable"):
+        loglik.ardae_loss(3, y, 0.1)
+    with pytest.raises(ValueError, match="score_net: returned NaN or infinite values"):
+        loglik.ardae_loss(lambda v: v * float("nan"), y, 0.1)
+    with pytest.raises(TypeError, match="score_net: expected it to return a torch tensor"):
+        loglik.ardae_loss(lambda v: v.numpy(), y, 0.1)
+    with pytest.raises(TypeError, match="generator: expected None or a torch.Generator"):
+        loglik.ardae_loss(lambda v: -v, y, 0.1, generator=0)
+
+
+def test_hutchinson_bad_inputs():
+    x = torch.randn(4, 5)
+    with pytest.raises(ValueError, match="f: returned NaN or infinite values"):
+        loglik.hutchinson_divergence(lambda v: v * float("nan"), x, 2)
+    with pytest.raises(TypeError, match="f: expected a callable"):
+        loglik.hutchinson_divergence(None, x, 2)
+    with pytest.raises(TypeError, match="generator: expected None or a torch.Generator"):
+        loglik.hutchinson_divergence(lambda v: -v, x, 2, generator=np.random.default_rng(0))
+
+
+def _and_args(scores):
+    b = scores.shape[1]
+    g = torch.Generator().manual_seed(1)
+    return {
+        "scores": scores,
+        "drift": torch.randn(b, 5, generator=g),
+        "diffusion": 1.0,
+        "div_drift": 0.0,
+        "dtau": 0.1,
+        "noise": torch.randn(b, 5, generator=g),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_superposition_and_identical_models(dtype):
+    # two identical models: a singular system in float32 with the default ridge (torch LinAlgError); now equal weights
+    scores = torch.ones(2, 4, 5, dtype=dtype)
+    kappa = loglik.superposition_weights(torch.zeros(2, 4, dtype=dtype), "and", **_and_args(scores))
+    assert kappa.dtype == dtype
+    torch.testing.assert_close(kappa, torch.full((4, 2), 0.5, dtype=dtype))
+    with pytest.raises(ValueError, match="scores: the AND weights are undetermined"):
+        loglik.superposition_weights(torch.zeros(2, 4, dtype=dtype), "and", ridge=0.0, **_and_args(scores))
+
+
+def test_superpose_bad_inputs():
+    fns = [lambda x, t: -x, lambda x, t: -2 * x]
+    x0 = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="bias: expected a tensor or array of real numbers"):
+        loglik.superposition_weights(torch.zeros(2, 4), bias="a")
+    with pytest.raises(TypeError, match="logq_init: expected a tensor or array of real numbers"):
+        loglik.superpose(fns, x0, loglik.VPSDE(), 2, logq_init="a")
+    with pytest.raises(ValueError, match="logq_init: contains NaN"):
+        loglik.superpose(fns, x0, loglik.VPSDE(), 2, logq_init=torch.full((2, 4), float("nan")))
+    with pytest.raises(TypeError, match="generator: expected None or a torch.Generator"):
+        loglik.superpose(fns, x0, loglik.VPSDE(), 2, generator=3)
+    res = loglik.superpose([fns[0], fns[0]], x0, loglik.VPSDE(), 3, mode="and", generator=torch.Generator())
+    assert torch.isfinite(res.x).all() and torch.isfinite(res.logq).all()

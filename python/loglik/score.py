@@ -77,6 +77,8 @@ def _prepare_kde(x: Any, samples: Any, weights: Any) -> tuple[np.ndarray, np.nda
         raise ValueError(f"weights: expected {sa.shape[0]} entries (one per sample), got {wa.shape[0]}")
     if (wa < 0).any():
         raise ValueError("weights: expected nonnegative values")
+    if wa.size and wa.max() > 0:
+        wa = wa / wa.max()  # the sum of large finite weights (e.g. 1e308 each) would overflow to inf
     total = wa.sum()
     if not total > 0:
         raise ValueError("weights: all weights are zero")
@@ -123,6 +125,8 @@ def _prepare_kde_torch(x: Any, samples: Any, weights: Any) -> tuple[Any, Any, An
         raise ValueError("weights: contains NaN or infinite values")
     if (w < 0).any():
         raise ValueError("weights: expected nonnegative values")
+    if w.numel() and w.max() > 0:
+        w = w / w.max()  # the sum of large finite weights would overflow to inf
     total = w.sum()
     if not total > 0:
         raise ValueError("weights: all weights are zero")
@@ -226,15 +230,26 @@ def _kde(x: Any, samples: Any, bandwidth: Any, weights: Any, impl: str, isa: str
         from .reference.score import _kde_parts
 
         _prepare_kde(x, samples, weights)  # validation only
-        if not _backend.is_torch(bandwidth):
-            _check_bandwidth(bandwidth)
-        return _kde_parts(x, samples, bandwidth, weights, 1024)
+        _check_bandwidth(bandwidth)  # a tensor bandwidth too (a negative one gave the result of |h|)
+        return _check_kde_result(*_kde_parts(x, samples, bandwidth, weights, 1024))
     h = _check_bandwidth(bandwidth)
     check_choice(isa, "isa", ("auto", "avx512", "avx2", "baseline"))
     impl = _pick_impl(impl, x, samples)
     if _needs_grad(x):
-        return _kde_autograd(x, samples, h, weights, impl, isa)
-    return _kde_forward(x, samples, h, weights, impl, isa)
+        return _check_kde_result(*_kde_autograd(x, samples, h, weights, impl, isa))
+    return _check_kde_result(*_kde_forward(x, samples, h, weights, impl, isa))
+
+
+def _check_kde_result(score: Any, logpdf: Any) -> tuple[Any, Any]:
+    """Finite inputs give a non-finite score or log-density only when ||x - s||^2 / h^2 leaves the dtype's range:
+    name the arguments instead of returning inf/NaN."""
+    if not (_all_finite(score) and _all_finite(logpdf)):
+        raise ValueError(
+            f"x, samples, bandwidth: the KDE score or log-density overflows {score.dtype} (squared distances / "
+            "bandwidth^2 beyond the dtype's range: queries very far from every sample, or a bandwidth too small); "
+            "rescale x, samples and bandwidth together, or use float64"
+        )
+    return score, logpdf
 
 
 @overload
@@ -388,6 +403,10 @@ def tweedie_denoise(
         raise ValueError(f"score: expected y's shape {tuple(y.shape)}, got {tuple(s.shape)}")
     if not _all_finite(s):
         raise ValueError("score: contains NaN or infinite values")
+    if _backend.is_torch(y) and not _backend.is_torch(s):  # mixed types: the result follows y
+        s = _backend.torch().as_tensor(s, device=y.device)
+    elif not _backend.is_torch(y) and _backend.is_torch(s):
+        s = s.detach().cpu().numpy()
     xp = _xp(y)
     if noise == "gaussian":
         if sigma is None:
@@ -438,8 +457,13 @@ def ardae_loss(
     """
     torch = _backend.torch()
     pass_sigma = check_bool(pass_sigma, "pass_sigma")
+    if not callable(score_net):
+        raise TypeError(f"score_net: expected a callable (e.g. an nn.Module), got {type(score_net).__name__}")
+    _check_generator(generator)
     if not _backend.is_torch(y):
         raise TypeError("y: expected a torch tensor")
+    if not y.is_floating_point():
+        raise TypeError(f"y: expected a floating-point tensor, got {y.dtype}")
     if y.ndim < 1 or y.shape[0] < 1:
         raise ValueError(f"y: expected a batch [B, ...] with B >= 1, got shape {tuple(y.shape)}")
     if not torch.isfinite(y).all():
@@ -460,8 +484,12 @@ def ardae_loss(
     view = (b,) + (1,) * (y.ndim - 1)
     v = y + sig.view(view) * u
     r = score_net(v, sig) if pass_sigma else score_net(v)
+    if not _backend.is_torch(r):
+        raise TypeError(f"score_net: expected it to return a torch tensor, got {type(r).__name__}")
     if tuple(r.shape) != tuple(y.shape):
         raise ValueError(f"score_net: expected an output of y's shape {tuple(y.shape)}, got {tuple(r.shape)}")
+    if not bool(torch.isfinite(r.detach()).all()):
+        raise ValueError("score_net: returned NaN or infinite values")
     res = u + sig.view(view) * r
     return (res * res).reshape(b, -1).mean(dim=1).mean()
 
@@ -519,6 +547,9 @@ def hutchinson_divergence(
         estimates divided by sqrt(n_probes) (inf when n_probes == 1).
     """
     torch = _backend.torch()
+    if not callable(f):
+        raise TypeError(f"f: expected a callable x -> f(x), got {type(f).__name__}")
+    _check_generator(generator)
     if not _backend.is_torch(x):
         raise TypeError("x: expected a torch tensor")
     n = check_int(n_probes, "n_probes", low=1)
@@ -539,6 +570,8 @@ def hutchinson_divergence(
         raise ValueError(f"f: expected an output of x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
     if not out.requires_grad:
         raise ValueError("f: its output does not depend on x through autograd (detached, or computed under no_grad)")
+    if not bool(torch.isfinite(out.detach()).all()):
+        raise ValueError("f: returned NaN or infinite values")
     b = x.shape[0]
     ests = []
     for i in range(n):
@@ -591,6 +624,12 @@ def check_real(value: Any, name: str) -> float:
     if not math.isfinite(float(value)):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     return float(value)
+
+
+def _check_generator(generator: Any) -> None:
+    """TypeError naming ``generator`` unless it is None or a torch.Generator."""
+    if generator is not None and not isinstance(generator, _backend.torch().Generator):
+        raise TypeError(f"generator: expected None or a torch.Generator, got {type(generator).__name__}")
 
 
 def _check_tensor(a: Any, name: str, shape: tuple[int, ...] | None = None, *, finite: bool = True) -> None:
@@ -788,7 +827,7 @@ def superposition_weights(
         t = check_positive(temperature, "temperature")
         logits = t * logq
         if bias is not None:
-            bias_t = torch.as_tensor(bias, dtype=logq.dtype, device=logq.device)
+            bias_t = _as_real_tensor(bias, "bias", logq)
             if tuple(bias_t.shape) not in ((k_models,), (k_models, b)):
                 raise ValueError(f"bias: expected shape ({k_models},) or ({k_models}, {b}), got {tuple(bias_t.shape)}")
             if bool(torch.isnan(bias_t).any()) or bool(torch.isposinf(bias_t).any()):
@@ -822,18 +861,39 @@ def superposition_weights(
     f = drift.reshape(b, -1)
     base_dx = -f * dt + g * noise.reshape(b, -1)  # kappa-independent part of the step
     a = (base_dx[None] * s).sum(-1) + (div_drift[None] + ((f[None] - 0.5 * g * g * s) * s).sum(-1)) * dt  # [K, B]
-    gram = torch.einsum("kbp,jbp->bkj", s, s) * (g * g * dt)  # [B, K, K]: d(d log q_k)/d kappa_j
-    eye = torch.eye(k_models, dtype=s.dtype, device=s.device)
+    # the (K + 1) x (K + 1) systems are assembled and solved in float64: in float32 the default ridge (1e-8
+    # relative) is below the rounding, and two identical models (a natural sanity check) gave a singular system
+    wide = torch.float64
+    gram = torch.einsum("kbp,jbp->bkj", s, s).to(wide) * (g * g * dt)  # [B, K, K]: d(d log q_k)/d kappa_j
+    eye = torch.eye(k_models, dtype=wide, device=s.device)
     gram = gram + ridge * (1 + gram.diagonal(dim1=1, dim2=2).abs().mean(-1))[:, None, None] * eye
-    system = torch.zeros(b, k_models + 1, k_models + 1, dtype=s.dtype, device=s.device)
+    system = torch.zeros(b, k_models + 1, k_models + 1, dtype=wide, device=s.device)
     system[:, :k_models, :k_models] = gram
     system[:, :k_models, k_models] = -1.0
     system[:, k_models, :k_models] = 1.0
-    rhs = torch.zeros(b, k_models + 1, dtype=s.dtype, device=s.device)
-    rhs[:, :k_models] = -(logq + a).T
+    rhs = torch.zeros(b, k_models + 1, dtype=wide, device=s.device)
+    rhs[:, :k_models] = -(logq + a).T.to(wide)
     rhs[:, k_models] = 1.0
-    sol = torch.linalg.solve(system, rhs)
+    try:
+        sol = torch.linalg.solve(system, rhs).to(s.dtype)
+    except RuntimeError as exc:  # torch.linalg.LinAlgError: a singular system at some batch row
+        raise ValueError(
+            "scores: the AND weights are undetermined (the models' scores are linearly dependent at some batch row, "
+            "e.g. identical models with ridge=0); raise ridge"
+        ) from exc
     return sol[:, :k_models]
+
+
+def _as_real_tensor(a: Any, name: str, like: Any) -> Any:
+    """``a`` as a tensor of ``like``'s dtype and device, or a TypeError naming ``name`` (strings, objects)."""
+    torch = _backend.torch()
+    try:
+        t = torch.as_tensor(a)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name}: expected a tensor or array of real numbers, got {type(a).__name__}") from exc
+    if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.bool)):
+        raise TypeError(f"{name}: expected real numbers, got {t.dtype}")
+    return t.to(dtype=like.dtype, device=like.device)
 
 
 @dataclasses.dataclass
@@ -899,6 +959,7 @@ def superpose(
         raise TypeError(f"sde: expected a VPSDE or VESDE (drift, diffusion, div_drift, prior_std), got {sde!r}")
     n = check_int(n_steps, "n_steps", low=1)
     mode = check_choice(mode, "mode", ("or", "and"))
+    _check_generator(generator)
     t1 = check_positive(t_end, "t_end")
     if t1 >= 1:
         raise ValueError(f"t_end: expected < 1, got {t1}")
@@ -910,9 +971,11 @@ def superpose(
         lq0 = -0.5 * _flat_dot(x, x) / sd**2 - 0.5 * d * math.log(2 * math.pi * sd**2)
         logq = lq0[None].repeat(k_models, 1)
     else:
-        logq = torch.as_tensor(logq_init, dtype=x.dtype, device=x.device).clone()
+        logq = _as_real_tensor(logq_init, "logq_init", x).clone()
         if tuple(logq.shape) != (k_models, b):
             raise ValueError(f"logq_init: expected shape ({k_models}, {b}), got {tuple(logq.shape)}")
+        if bool(torch.isnan(logq).any()) or bool(torch.isposinf(logq).any()):
+            raise ValueError("logq_init: contains NaN or +inf values")
     ts = np.linspace(1.0, t1, n + 1)
     kappa = torch.full((b, k_models), 1.0 / k_models, dtype=x.dtype, device=x.device)
     for i in range(n):
