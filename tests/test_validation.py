@@ -359,3 +359,29 @@ def test_superpose_bad_inputs():
         loglik.superpose(fns, x0, loglik.VPSDE(), 2, generator=3)
     res = loglik.superpose([fns[0], fns[0]], x0, loglik.VPSDE(), 3, mode="and", generator=torch.Generator())
     assert torch.isfinite(res.x).all() and torch.isfinite(res.logq).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LM: empty hidden size, out-of-range ignore_index, overflowing logits.
+
+
+def test_lm_hidden_size_zero_and_huge_ignore_index():
+    _, _, t = _lm_inputs()
+    with pytest.raises(ValueError, match=r"hidden: expected shape \[..., D\] with D >= 1"):
+        loglik.linear_logprobs(torch.zeros(2, 5, 0), torch.zeros(7, 0), t)  # was a torch reshape RuntimeError
+    h, w, t = _lm_inputs()
+    with pytest.raises(ValueError, match="ignore_index: expected an int64 value"):
+        loglik.linear_logprobs(h, w, t, ignore_index=10**30)  # was an OverflowError
+    with pytest.raises(ValueError, match="ignore_index: expected an int64 value"):
+        loglik.linear_cross_entropy(h, w, t, ignore_index=-(2**64))
+
+
+def test_logprobs_from_logits_overflow_names_logits():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=g) * 1e38  # finite, but log-probs / entropies leave float32's range
+    t = torch.randint(0, 7, (2, 5), generator=g)
+    with pytest.raises(ValueError, match="logits: values too large"):
+        loglik.logprobs_from_logits(logits, t, return_entropy=True)
+    ok = torch.randn(2, 5, 7, generator=g) * 1e3
+    lp, ent = loglik.logprobs_from_logits(ok, t, return_entropy=True)
+    assert torch.isfinite(lp).all() and torch.isfinite(ent).all()

@@ -454,6 +454,8 @@ def _prepare(
         raise TypeError(f"hidden: expected a float16/bfloat16/float32/float64 tensor, got {hidden.dtype}")
     if hidden.ndim < 1:
         raise ValueError("hidden: expected shape [..., D], got a 0-D tensor")
+    if hidden.shape[-1] < 1:
+        raise ValueError(f"hidden: expected shape [..., D] with D >= 1, got {tuple(hidden.shape)}")
     if weight.dtype != hidden.dtype:
         raise TypeError(f"weight: expected dtype {hidden.dtype} (same as hidden), got {weight.dtype}")
     if weight.ndim != 2 or weight.shape[1] != hidden.shape[-1]:
@@ -468,6 +470,8 @@ def _prepare(
         raise ValueError(f"targets: expected shape {tuple(hidden.shape[:-1])}, got {tuple(targets.shape)}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
+    if not -(2**63) <= int(ignore_index) < 2**63:  # compared with int64 targets (was an OverflowError)
+        raise ValueError(f"ignore_index: expected an int64 value, got {ignore_index}")
     check_choice(impl, "impl", _IMPLS)
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
@@ -534,13 +538,22 @@ def _resolve_impl(impl: str, hidden: Any) -> str:
     return "cpu"
 
 
-def _post_check(torch: Any, lse: Any, p: dict[str, Any]) -> None:
-    """Non-finite log-sum-exp means non-finite inputs: name the argument (cheap: checks N values first)."""
-    if _compiling(torch) or lse.numel() == 0 or bool(torch.isfinite(lse).all()):
+def _post_check(torch: Any, lse: Any, p: dict[str, Any], *extras: Any) -> None:
+    """Non-finite log-sum-exp means non-finite inputs: name the argument (cheap: checks N values first). ``extras``
+    (per-token log-probs, entropies) are checked too: finite logits of huge magnitude can overflow those alone."""
+    if _compiling(torch) or all(t.numel() == 0 or bool(torch.isfinite(t).all()) for t in (lse, *extras)):
         return
     _check_finite(torch, p["hidden"], "hidden")
     _check_finite(torch, p["weight"], "weight")
     raise ValueError("hidden/weight: the logits overflow to inf (values too large for the dtype)")
+
+
+def _post_check_logits(torch: Any, *outs: Any) -> None:
+    """logprobs_from_logits: finite logits of huge magnitude (~1e38 in float32) can overflow lse, log-probs or
+    entropies: name the argument instead of returning inf."""
+    if _compiling(torch) or all(t.numel() == 0 or bool(torch.isfinite(t).all()) for t in outs):
+        return
+    raise ValueError("logits: values too large for the computation (log-sum-exp, log-probs or entropy overflow)")
 
 
 def _temp_arg(p: dict[str, Any]) -> tuple[Any, float]:
@@ -610,7 +623,7 @@ def linear_logprobs(
     from .autograd import linear_logprobs_op
 
     lp, ent, lse, _ = linear_logprobs_op(p, need_entropy=bool(return_entropy))
-    _post_check(torch, lse, p)
+    _post_check(torch, lse, p, lp, *([ent] if return_entropy else []))
     shape = tuple(p["targets"].shape)
     outs = [lp.reshape(shape)]
     if return_entropy:
@@ -771,6 +784,7 @@ def logprobs_from_logits(
     from .autograd import logits_logprobs_op
 
     lp, ent, lse = logits_logprobs_op(p, logits.reshape(-1, v), need_entropy=bool(return_entropy))
+    _post_check_logits(torch, lse, lp, *([ent] if return_entropy else []))
     shape = tuple(p["targets"].shape)
     outs = [lp.reshape(shape)]
     if return_entropy:
