@@ -385,3 +385,12 @@ def test_logprobs_from_logits_overflow_names_logits():
     ok = torch.randn(2, 5, 7, generator=g) * 1e3
     lp, ent = loglik.logprobs_from_logits(ok, t, return_entropy=True)
     assert torch.isfinite(lp).all() and torch.isfinite(ent).all()
+
+
+def test_estimator_parameters_named():
+    with pytest.raises(ValueError, match="reg_covar: expected a finite number >= 0"):
+        loglik.ILASDP(2, reg_covar=float("inf")).fit(X)
+    with pytest.raises(TypeError, match="reg_covar: expected a real number"):
+        loglik.ILASDP(2, reg_covar=True).fit(X)
+    with pytest.raises(ValueError, match="covariance_type: expected one of"):
+        loglik.GaussianMixtureEM(2, covariance_type="tied").fit(X)

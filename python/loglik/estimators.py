@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _backend
-from ._checks import check_bool
+from ._checks import check_bool, check_choice, check_positive
 from .mixture import gmm_em, gmm_logpdf
 
 __all__ = ["SDPKMeans", "ILASDP", "GaussianMixtureEM"]
@@ -172,14 +172,14 @@ class ILASDP(_ClusterBase):
         """Cluster X (n, p). y is ignored. Returns self."""
         Xa = self._data(X, reset=True)
         K = self._check_n_clusters(Xa)
-        if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
-            raise ValueError(f"reg_covar: expected a non-negative number, got {self.reg_covar!r}")
+        # finite and >= 0 (an inf or True reg_covar passed the old isinstance check and failed later, in predict)
+        reg_covar = check_positive(self.reg_covar, "reg_covar", allow_zero=True)
         verbose = check_bool(self.verbose, "verbose")
         res = _sdp_function("ila_sdp")(
             Xa, K, max_rounds=self.max_rounds, seed=_seed_from(self.random_state), verbose=verbose
         )
         self.labels_ = _consecutive(res.labels)
-        self.means_, self.covariances_, self.weights_ = _cluster_stats(Xa, self.labels_, float(self.reg_covar))
+        self.means_, self.covariances_, self.weights_ = _cluster_stats(Xa, self.labels_, reg_covar)
         self.objective_ = float(res.objective)
         self.n_iter_ = int(res.n_iter)
         self.converged_ = bool(res.converged)
@@ -236,6 +236,7 @@ class GaussianMixtureEM(_ClusterBase):
         """Fit the mixture to X (n, p). y is ignored. Returns self."""
         Xa = self._data(X, reset=True)
         K = self._check_n_clusters(Xa)
+        check_choice(self.covariance_type, "covariance_type", ("full", "diag", "spherical"))  # gmm_em says "covariance"
         res = gmm_em(
             Xa,
             K,
