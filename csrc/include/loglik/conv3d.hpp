@@ -529,8 +529,9 @@ void grad_input_impl(const Geometry& g, const T* gy, const T* w, T* gx) {
 
 // grad_weight register block: OB output channels x KT taps, one E-vector at a time, accumulated in registers over
 // `nseg` (gradient rows, input row) segments (the same kernel offset at several output positions), then added to
-// `acc` once. Gradient rows of segment s: seg_g[s] + j * lg for j < OB, whole vectors, zero-padded.
-template <class T, int OB, int KT>
+// `acc` once. Gradient vector v of channel j of segment s: at seg_g[s] + (v * OB + j) * L when IL (interleaved copy:
+// one base pointer and constant offsets, which keeps the loop's address registers few), else seg_g[s] + j * lg + v * L.
+template <class T, int OB, int KT, bool IL>
 void gw_row(int nseg, const T* const* seg_g, int64_t lg, const T* const* seg_x, const int64_t* toff, int64_t nvec,
             T* acc, const T* pf_row) {
   using V = typename VecOf<T>::type;
@@ -553,7 +554,7 @@ void gw_row(int nseg, const T* const* seg_g, int64_t lg, const T* const* seg_x, 
       for (int t = 0; t < KT; ++t) pv[t] = vload<V>(prow + toff[t] + v * L);
 #pragma GCC unroll 8
       for (int j = 0; j < OB; ++j) {
-        const V gv = vload<V>(grow + j * lg + v * L);
+        const V gv = vload<V>(IL ? grow + (v * OB + j) * L : grow + j * lg + v * L);
 #pragma GCC unroll 8
         for (int t = 0; t < KT; ++t) a[t][j] += gv * pv[t];
       }
@@ -572,12 +573,12 @@ void gw_row(int nseg, const T* const* seg_g, int64_t lg, const T* const* seg_x, 
 constexpr int kt_max(int ob) { return kRegs >= 32 ? (ob == 8 ? 3 : 6) : (ob == 8 ? 1 : ob == 4 ? 2 : 7); }
 constexpr int kMaxOB = 8;
 
-template <class T, int OB>
+template <class T, int OB, bool IL>
 void gw_taps(int kt, int nseg, const T* const* seg_g, int64_t lg, const T* const* seg_x, const int64_t* toff,
              int64_t nvec, T* acc, const T* pf_row) {
 #define LOGLIK_GW_CASE(K)                                                                 \
   if constexpr (kt_max(OB) >= K)                                                          \
-    if (kt == K) return gw_row<T, OB, K>(nseg, seg_g, lg, seg_x, toff, nvec, acc, pf_row);
+    if (kt == K) return gw_row<T, OB, K, IL>(nseg, seg_g, lg, seg_x, toff, nvec, acc, pf_row);
   LOGLIK_GW_CASE(7)
   LOGLIK_GW_CASE(6)
   LOGLIK_GW_CASE(5)
@@ -585,7 +586,7 @@ void gw_taps(int kt, int nseg, const T* const* seg_g, int64_t lg, const T* const
   LOGLIK_GW_CASE(3)
   LOGLIK_GW_CASE(2)
 #undef LOGLIK_GW_CASE
-  gw_row<T, OB, 1>(nseg, seg_g, lg, seg_x, toff, nvec, acc, pf_row);
+  gw_row<T, OB, 1, IL>(nseg, seg_g, lg, seg_x, toff, nvec, acc, pf_row);
 }
 
 template <class T>
@@ -615,8 +616,9 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
   const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(npos, (2 * nthreads + nb - 1) / nb));
   const int64_t accsz = C * KX * KY * KE * kMaxOB * L;
   std::vector<T> acc(static_cast<size_t>(nb * nchunks * accsz), T(0));
-  // Positions are taken S at a time: their gradient rows are copied into one small contiguous buffer (in place, the
-  // rows of neighbouring output channels lie a multiple of 4 KiB apart and evict each other from the same L1 sets),
+  // Positions are taken S at a time: their gradient rows are copied into one small buffer, vectors of the OB channels
+  // interleaved (in place, the rows of neighbouring output channels lie a multiple of 4 KiB apart and evict each
+  // other from the same L1 sets; interleaved, one base pointer serves all OB loads),
   // and each kernel offset's accumulators stay in registers across the S positions (S times less accumulator
   // traffic; the S input rows of consecutive positions are neighbours in memory).
   // With few rows per position (one input channel: 3x3 rows) the copy is not repaid; there gy is read in place when
@@ -648,10 +650,15 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
             if (g_in_place) {
               gpos[s] = g0;
             } else {
-              T* gb = gbuf.data() + s * ob * lg;
+              T* gb = gbuf.data() + s * ob * lg;  // interleaved: [v][j][lane]
               for (int j = 0; j < ob; ++j) {
-                std::memcpy(gb + j * lg, g0 + j * OX * OY * OE, static_cast<size_t>(OE) * sizeof(T));
-                std::fill(gb + j * lg + OE, gb + (j + 1) * lg, T(0));
+                const T* src = g0 + j * OX * OY * OE;
+                for (int64_t v = 0; v < nvec; ++v) {
+                  T* d = gb + (v * ob + j) * L;
+                  const int64_t m = std::min<int64_t>(L, OE - v * L);
+                  std::memcpy(d, src + v * L, static_cast<size_t>(m) * sizeof(T));
+                  std::fill(d + m, d + L, T(0));
+                }
               }
               gpos[s] = gb;
             }
@@ -674,12 +681,22 @@ void grad_weight_impl(const Geometry& g, const T* x, const T* gy, T* gw) {
               T* ak = a + k0 * ob * L;
               const int64_t* tk = toff.data() + k0;
               const T* pf = k0 + ktm >= KE ? pf_row : nullptr;
-              if (ob == 8)
-                gw_taps<T, 8>(kt, nseg[r], seg_g.data() + r * S, lg, seg_x.data() + r * S, tk, nvec, ak, pf);
-              else if (ob == 4)
-                gw_taps<T, 4>(kt, nseg[r], seg_g.data() + r * S, lg, seg_x.data() + r * S, tk, nvec, ak, pf);
-              else
-                gw_taps<T, 1>(kt, nseg[r], seg_g.data() + r * S, lg, seg_x.data() + r * S, tk, nvec, ak, pf);
+              const T* const* sg = seg_g.data() + r * S;
+              const T* const* sx = seg_x.data() + r * S;
+              if (g_in_place) {
+                if (ob == 8)
+                  gw_taps<T, 8, false>(kt, nseg[r], sg, lg, sx, tk, nvec, ak, pf);
+                else if (ob == 4)
+                  gw_taps<T, 4, false>(kt, nseg[r], sg, lg, sx, tk, nvec, ak, pf);
+                else
+                  gw_taps<T, 1, false>(kt, nseg[r], sg, lg, sx, tk, nvec, ak, pf);
+              } else if (ob == 8) {
+                gw_taps<T, 8, true>(kt, nseg[r], sg, lg, sx, tk, nvec, ak, pf);
+              } else if (ob == 4) {
+                gw_taps<T, 4, true>(kt, nseg[r], sg, lg, sx, tk, nvec, ak, pf);
+              } else {
+                gw_taps<T, 1, true>(kt, nseg[r], sg, lg, sx, tk, nvec, ak, pf);
+              }
             }
           }
         }
