@@ -394,3 +394,49 @@ def test_estimator_parameters_named():
         loglik.ILASDP(2, reg_covar=True).fit(X)
     with pytest.raises(ValueError, match="covariance_type: expected one of"):
         loglik.GaussianMixtureEM(2, covariance_type="tied").fit(X)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Integers beyond what the compiled core takes, and thread counts that crashed OpenMP.
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("max_iter", lambda: loglik.kmeans(X, 2, max_iter=2**31)),
+        ("n_init", lambda: loglik.kmeans(X, 2, n_init=2**64)),
+        ("max_iter", lambda: loglik.gmm_em(X, 2, max_iter=2**64)),
+        ("n_init", lambda: loglik.gmm_em(X, 2, n_init=2**31)),
+        ("max_iter", lambda: loglik.kmeans_sdp(X, 2, max_iter=2**64)),
+        ("max_iter", lambda: loglik.kmeans_sdp(X, 2, solver="admm", max_iter=2**31)),
+        ("n_init", lambda: loglik.kmeans_sdp(X, 2, n_init=2**64)),
+        ("max_iter", lambda: loglik.ila_sdp(X, 2, max_iter=2**64)),
+    ],
+)
+def test_iteration_counts_beyond_c_int(name, call):
+    # these were pybind11 "incompatible function arguments" TypeErrors that did not name the argument
+    with pytest.raises(ValueError, match=f"{name}: expected <= {2**31 - 1}"):
+        call()
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70])
+def test_sdp_huge_seeds(seed):
+    # reduced modulo 2^64 like kmeans/gmm_em do (they were pybind11 TypeErrors)
+    res = loglik.kmeans_sdp(X, 2, seed=seed)
+    np.testing.assert_array_equal(res.labels, loglik.kmeans_sdp(X, 2, seed=seed % 2**64).labels)
+    assert loglik.ila_sdp(X, 2, seed=seed, max_rounds=1).labels.shape == (12,)
+
+
+def test_lm_chunk_size_beyond_int64():
+    h, w, t = _lm_inputs()
+    with pytest.raises(ValueError, match=r"chunk_size: expected an int in \[1, 2\*\*63\)"):
+        loglik.linear_logprobs(h, w, t, chunk_size=2**64)  # was a RuntimeError from the custom op's schema
+
+
+def test_set_num_threads_absurd_count():
+    before = loglik.get_num_threads()
+    with pytest.raises(ValueError, match="n: expected at most"):
+        loglik.set_num_threads(100_000)  # the next parallel region segfaulted
+    with pytest.raises(ValueError, match="n: expected at most"):
+        loglik.set_num_threads(2**64)
+    assert loglik.get_num_threads() == before

@@ -96,6 +96,12 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"n: expected a positive int, got {n!r}")
     if n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
+    # an absurd count made the next OpenMP region segfault (100000 threads: their stacks cannot be mapped)
+    limit = max(1024, 4 * (os.cpu_count() or 1))
+    if n > limit:
+        raise ValueError(
+            f"n: expected at most {limit} threads (4 x the {os.cpu_count()} cores, at least 1024), got {n}"
+        )
     C().set_num_threads(n)
 
 

@@ -476,8 +476,8 @@ def _prepare(
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
             raise TypeError(f"chunk_size: expected an int, got {chunk_size!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
+        if not 1 <= chunk_size < 2**63:  # passed to the custom ops as an int64
+            raise ValueError(f"chunk_size: expected an int in [1, 2**63), got {chunk_size}")
     v = weight.shape[0]
     d = hidden.shape[-1]
     compiling = _compiling(torch)

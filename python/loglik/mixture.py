@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _COV_CODES = {"full": 0, "diag": 1, "spherical": 2}
+_INT_MAX = 2**31 - 1  # n_init and max_iter are C ints in the compiled core (larger ones were pybind TypeErrors)
 _EM_INIT_CODES = {"kmeans++": 0, "random": 1, "kmeans": 3}
 
 
@@ -186,8 +187,8 @@ def kmeans(
         KMeansResult with labels int64 (n,), centers (K, p) in the dtype of X (numpy), inertia, n_iter.
     """
     Xa, K = _check_data(X, n_clusters)
-    n_init = check_int(n_init, "n_init", low=1)
-    max_iter = check_int(max_iter, "max_iter", low=1)
+    n_init = check_int(n_init, "n_init", low=1, high=_INT_MAX)
+    max_iter = check_int(max_iter, "max_iter", low=1, high=_INT_MAX)
     tol = check_positive(tol, "tol", allow_zero=True)
     seed_ = _check_seed(seed)
     if isinstance(init, str):
@@ -252,8 +253,8 @@ def gmm_em(
     """
     Xa, K = _check_data(X, n_clusters)
     cov = check_choice(covariance, "covariance", tuple(_COV_CODES))
-    n_init = check_int(n_init, "n_init", low=1)
-    max_iter = check_int(max_iter, "max_iter", low=1)
+    n_init = check_int(n_init, "n_init", low=1, high=_INT_MAX)
+    max_iter = check_int(max_iter, "max_iter", low=1, high=_INT_MAX)
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
     seed_ = _check_seed(seed)

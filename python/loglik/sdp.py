@@ -18,6 +18,8 @@ from .reference.sdp import SDPResult, estimate_gaussians, lasdp_coefficients
 
 __all__ = ["SDPResult", "kmeans_sdp", "ila_sdp"]
 
+_INT_MAX = 2**31 - 1  # iteration counts are C ints in the compiled core (larger ones were pybind TypeErrors)
+
 
 def _prepare(X: Any, n_clusters: Any) -> tuple[np.ndarray, int, float]:
     """Centred float64 copy of X divided by its largest magnitude (so squares never overflow), K, and that scale."""
@@ -39,6 +41,7 @@ def _prepare(X: Any, n_clusters: Any) -> tuple[np.ndarray, int, float]:
 
 
 def _check_seed(seed: Any) -> int:
+    """0 for None, else an int >= 0 (reduced modulo 2^64 when passed to the compiled core, see _round_rows)."""
     return 0 if seed is None else check_int(seed, "seed", low=0)
 
 
@@ -52,7 +55,8 @@ def _canonical(labels: np.ndarray) -> np.ndarray:
 
 
 def _round_rows(Y: np.ndarray, K: int, seed: int, n_init: int) -> np.ndarray:
-    labels, _ = _backend.C().sdp_round_kmeans(np.ascontiguousarray(Y, dtype=np.float64), K, n_init=n_init, seed=seed)
+    Yc = np.ascontiguousarray(Y, dtype=np.float64)
+    labels, _ = _backend.C().sdp_round_kmeans(Yc, K, n_init=n_init, seed=seed % 2**64)  # a uint64 in C++
     return _canonical(np.asarray(labels))
 
 
@@ -136,9 +140,9 @@ def kmeans_sdp(
     Xn, K, m = _prepare(X, n_clusters)
     seed = _check_seed(seed)
     tol = check_positive(tol, "tol")
-    n_init = check_int(n_init, "n_init", low=1)
+    n_init = check_int(n_init, "n_init", low=1, high=_INT_MAX)
     kkt_tol = check_positive(kkt_tol, "kkt_tol")
-    max_iter = 20000 if max_iter is None else check_int(max_iter, "max_iter", low=1)
+    max_iter = 20000 if max_iter is None else check_int(max_iter, "max_iter", low=1, high=_INT_MAX)
     n, p = Xn.shape
     t0 = time.perf_counter()
     if solver == "admm":
@@ -344,7 +348,7 @@ def ila_sdp(
         if shrinkage > 1:
             raise ValueError(f"shrinkage: expected 'auto' or a number in [0, 1], got {shrinkage}")
     r = check_int(rank, "rank", low=1, high=n)
-    max_iter = check_int(max_iter, "max_iter", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1, high=_INT_MAX)
     tol = check_positive(tol, "tol")
     kkt_tol = check_positive(kkt_tol, "kkt_tol")
     warm_start = check_choice(warm_start, "warm_start", ("multipliers", "blend", "full", "none"))
