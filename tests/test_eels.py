@@ -231,6 +231,57 @@ def test_cvae_anomaly_scores_train_and_reuse(small_cube):
 
 
 @needs_compiled
+def test_cvae_fit_normalisation():
+    """log_sigma starts at the Poisson noise level of the normalised spectra (sigma = 1 was ~30x too wide: training
+    stalled at a bulk deviance of 160 per channel); the decoder predicts deviations from the mean spectrum."""
+    torch = pytest.importorskip("torch")
+    bulk = loglik.synthetic_fe_spectrum_image((8, 8), 64, anomaly_fraction=0.0, seed=5)["cube"]
+    counts = torch.from_numpy(bulk.astype(np.float32))[None, None]
+    model = loglik.CVAE3D(64, latent_dim=2, channels=(4,), kernel=(3, 3, 5), energy_stride=4)
+    before = counts.clone()
+    model.fit_normalisation(counts)
+    assert torch.equal(counts, before)  # input not modified
+    xn, m = model.normalise(counts)
+    flat = xn.reshape(-1, 64)
+    torch.testing.assert_close(model.spectrum_mean, flat.mean(0))
+    torch.testing.assert_close(model.spectrum_scale, flat.std(0))
+    noise = 0.5 * torch.log((xn / m).reshape(-1, 64).mean(0))
+    torch.testing.assert_close(model.log_sigma.detach(), noise)
+    # a zero latent decodes near the mean spectrum (the decoder's output is scaled by the spread over pixels)
+    with torch.no_grad():
+        dec = model.decode(torch.zeros(1, 2, 3, 3))
+    assert dec.shape == (1, 1, 3, 3, 64)
+    assert ((dec[0, 0] - model.spectrum_mean).abs() / model.spectrum_scale).max() < 10
+    # a Poisson model decodes to log-rates around log(mean spectrum)
+    pm = loglik.CVAE3D(64, latent_dim=2, channels=(4,), kernel=(3, 3, 5), energy_stride=4, likelihood="poisson")
+    pm.fit_normalisation(counts)
+    assert pm.log_sigma.detach().abs().max() > 0  # set, but unused and not trained for Poisson
+    assert not pm.log_sigma.requires_grad
+
+
+@needs_compiled
+@pytest.mark.parametrize("likelihood", ["gaussian", "poisson"])
+def test_cvae_trained_on_bulk_detects_shift(likelihood):
+    """The paper's protocol on a tiny cube: trained on a separate bulk cube, the CVAE reconstructs bulk spectra to
+    the Poisson noise level (deviance ~ 1 per channel) and separates a 4 eV shift; it does not track thickness."""
+    pytest.importorskip("torch")
+    bulk = loglik.synthetic_fe_spectrum_image((16, 16), 128, shift_ev=0.0, anomaly_fraction=0.0, seed=7)["cube"]
+    d = loglik.synthetic_fe_spectrum_image((16, 16), 128, shift_ev=4.0, anomaly_fraction=0.1, seed=3)
+    s, model = loglik.eels_anomaly_scores(
+        d["cube"], "cvae", train_cube=bulk, epochs=40, tile=8, batch_tiles=4, seed=0, likelihood=likelihood,
+        return_model=True,
+    )  # fmt: skip
+    assert _auc(d["mask"], s) > 0.97
+    normal = s[~d["mask"]]
+    assert normal.mean() / 128 < 1.5  # close to the noise level (was 160 per channel before fit_normalisation)
+    assert np.median(s[d["mask"]]) > np.percentile(normal, 99)
+    bulk_scores = loglik.eels_anomaly_scores(bulk, model=model)
+    assert abs(np.corrcoef(bulk_scores.ravel(), bulk.sum(2).ravel())[0, 1]) < 0.5
+    w = loglik.eels_anomaly_scores(d["cube"], model=model, window=(700, 730), energy=d["energy"])
+    assert _auc(d["mask"], w) > 0.97
+
+
+@needs_compiled
 def test_cvae_poisson_likelihood_trains(small_cube):
     pytest.importorskip("torch")
     s = loglik.eels_anomaly_scores(small_cube["cube"], likelihood="poisson", epochs=4, tile=8, batch_tiles=2)

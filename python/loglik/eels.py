@@ -548,10 +548,13 @@ _CVAE_DOC = """3D convolutional variational autoencoder for EELS spectrum images
 Encoder: ``len(channels)`` loglik.conv3d layers with kernel ``kernel`` (X, Y, E; anisotropic, e.g. 3x3x7),
 stride ``energy_stride`` along energy and SiLU, then a per-pixel convolution over the remaining energy samples to
 (mu, logvar) of a ``latent_dim`` Gaussian latent per pixel. The decoder mirrors it with transposed loglik
-convolutions (``conv3d_grad_input``) back to (N, 1, X, Y, E). Loss: negative log-likelihood of the counts -
-Gaussian on spectra normalised by the training mean (per-energy variance learned when ``learn_variance``, else
-fixed to 1) or Poisson on the raw counts (the decoder gives the log-rate) - plus ``beta`` times the KL divergence
-to N(0, I), averaged over pixels.
+convolutions (``conv3d_grad_input``) back to (N, 1, X, Y, E). Each spectrum is divided by its own mean count
+(``normalise``); ``fit_normalisation(counts)`` records the mean and spread over pixels of the normalised training
+spectra: the encoder sees standardised spectra and the decoder predicts the deviation from the mean spectrum (in
+units of the spread). Loss: negative log-likelihood of the counts - Gaussian on the normalised spectra with a
+per-energy standard deviation that starts at the Poisson noise level of the training spectra (learned when
+``learn_variance``, else kept there), or Poisson on the raw counts (the decoder gives the log-rate) - plus
+``beta`` times the KL divergence to N(0, I), averaged over pixels.
 
 Args:
     n_energy: number of energy channels E.
@@ -564,9 +567,11 @@ Args:
     beta: weight of the KL term.
 
 Shapes: ``encode(x)``: x (N, 1, X, Y, E) -> mu, logvar (N, latent_dim, X, Y); ``decode(z)`` -> (N, 1, X, Y, E);
-``nll(decoded, counts)`` -> (N, X, Y); ``loss(counts)`` -> scalar. Train with :func:`eels_anomaly_scores` or
-your own loop. Inputs of ``encode``/``forward`` are spectra normalised by ``CVAE3D.normalise`` (divided by their
-own mean count); ``nll`` and ``loss`` take raw counts.
+``nll(decoded, counts)`` -> (N, X, Y); ``loss(counts)`` -> scalar; ``fit_normalisation(counts)`` with counts
+(N, 1, X, Y, E) -> the model. Train with :func:`eels_anomaly_scores` or your own loop (call
+``fit_normalisation`` on the training counts first: without it the Gaussian sigma starts at 1, some 30 times the
+noise of typical spectra, and training stalls). Inputs of ``encode``/``forward`` are spectra normalised by
+``CVAE3D.normalise`` (divided by their own mean count); ``nll`` and ``loss`` take raw counts.
 """
 
 
