@@ -440,3 +440,16 @@ def test_set_num_threads_absurd_count():
     with pytest.raises(ValueError, match="n: expected at most"):
         loglik.set_num_threads(2**64)
     assert loglik.get_num_threads() == before
+
+
+def test_cluster_cli_truth_column_out_of_range(tmp_path):
+    from loglik.commands.cluster import read_csv
+
+    path = tmp_path / "two.csv"
+    path.write_text("a,b,c\n1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="--truth-column: index 7 out of range for 3 columns"):
+        read_csv(str(path), "7")  # used to wrap around to column 1 and score against it
+    with pytest.raises(ValueError, match="--truth-column: index -4 out of range"):
+        read_csv(str(path), "-4")
+    X_, header, truth = read_csv(str(path), "-1")
+    assert header == ["a", "b"] and truth.tolist() == [0, 1] and X_.shape == (2, 2)

@@ -66,6 +66,8 @@ def read_csv(path: str, truth_column: str | None = None) -> tuple[np.ndarray, li
         if header is not None and truth_column in header:
             truth_idx = header.index(truth_column)
         elif truth_column.lstrip("-").isdigit():
+            if not -width <= int(truth_column) < width:  # the modulo alone silently scored another column
+                raise ValueError(f"--truth-column: index {truth_column} out of range for {width} columns in {path}")
             truth_idx = int(truth_column) % width
         else:
             raise ValueError(f"--truth-column: no column {truth_column!r} in {path}")
