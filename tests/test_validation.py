@@ -453,3 +453,11 @@ def test_cluster_cli_truth_column_out_of_range(tmp_path):
         read_csv(str(path), "-4")
     X_, header, truth = read_csv(str(path), "-1")
     assert header == ["a", "b"] and truth.tolist() == [0, 1] and X_.shape == (2, 2)
+
+
+def test_tweedie_gamma_k_type():
+    y = np.ones((2, 3))
+    with pytest.raises(TypeError, match="k: expected a real number"):
+        loglik.tweedie_denoise(y, y, "gamma", k=torch.tensor(3.0))  # said "expected a finite number > 1, got 3"
+    with pytest.raises(ValueError, match="k: expected a finite number > 1"):
+        loglik.tweedie_denoise(y, y, "gamma", k=1.0)

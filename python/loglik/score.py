@@ -422,7 +422,9 @@ def tweedie_denoise(
         return (y + z / 2) * xp.exp(z * s)
     if k is None:
         raise ValueError("k: required for noise='gamma'")
-    if isinstance(k, bool) or not isinstance(k, numbers.Real) or not math.isfinite(k) or k <= 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise TypeError(f"k: expected a real number (the Gamma shape, > 1), got {k!r}")
+    if not math.isfinite(k) or k <= 1:
         raise ValueError(f"k: expected a finite number > 1, got {k!r}")
     check_positive(min_denominator, "min_denominator")
     den = (k - 1) - y * s
