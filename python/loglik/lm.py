@@ -476,7 +476,7 @@ def _prepare(
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
             raise TypeError(f"chunk_size: expected an int, got {chunk_size!r}")
-        if not 1 <= chunk_size < 2**63:  # passed to the custom ops as an int64
+        if not 1 <= int(chunk_size) < 2**63:  # passed to the custom ops as an int64
             raise ValueError(f"chunk_size: expected an int in [1, 2**63), got {chunk_size}")
     v = weight.shape[0]
     d = hidden.shape[-1]
