@@ -461,3 +461,21 @@ def test_tweedie_gamma_k_type():
         loglik.tweedie_denoise(y, y, "gamma", k=torch.tensor(3.0))  # said "expected a finite number > 1, got 3"
     with pytest.raises(ValueError, match="k: expected a finite number > 1"):
         loglik.tweedie_denoise(y, y, "gamma", k=1.0)
+
+
+def test_read_only_numpy_inputs_warn_nothing():
+    # torch.from_numpy warns about read-only arrays (an error under filterwarnings=error, as in this suite)
+    g = np.random.default_rng(1)
+    h = g.random((2, 5, 4)).astype(np.float32)
+    w = g.random((7, 4)).astype(np.float32)
+    t = g.integers(0, 7, (2, 5))
+    for a in (h, w, t):
+        a.setflags(write=False)
+    lp = loglik.linear_logprobs(h, w, t)
+    np.testing.assert_allclose(lp, loglik.linear_logprobs(h.copy(), w.copy(), t.copy()))
+    assert loglik.logprobs_from_logits(h, t % 4).shape == (2, 5)
+    assert loglik.sequence_logprobs(h[..., 0] - 1, t > 2).shape == (2,)
+    Xr = X.copy()
+    Xr.setflags(write=False)
+    x = torch.tensor(X[:3], requires_grad=True)
+    assert loglik.gmm_logpdf(x, Xr[:2], np.stack([np.eye(3)] * 2), np.array([0.5, 0.5])).shape == (3,)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -416,7 +417,14 @@ def _as_tensor(torch: Any, x: Any, name: str) -> tuple[Any, bool]:
     if isinstance(x, torch.Tensor):
         return x, False
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x)), True
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:
+            # torch warns about every read-only array (an error under -W error); loglik never writes its inputs, so
+            # share the memory and silence that one warning instead of copying
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return torch.from_numpy(x), True
+        return torch.from_numpy(x), True
     raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
 
 

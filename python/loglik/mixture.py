@@ -352,7 +352,7 @@ def gmm_logpdf(
         torch = _backend.torch()
         _check_positive_definite(checked[2], covariance)  # the kernel path checks this in C++
         X, means, covariances, weights = (
-            a if _backend.is_torch(a) else torch.from_numpy(np.ascontiguousarray(c)).to(device)
+            a if _backend.is_torch(a) else torch.tensor(c, device=device)  # a copy: c may be a read-only input
             for a, c in zip(args, checked, strict=True)
         )
         out = ref(

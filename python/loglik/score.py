@@ -99,7 +99,7 @@ def _prepare_kde_torch(x: Any, samples: Any, weights: Any) -> tuple[Any, Any, An
     device = x.device if _backend.is_torch(x) else (samples.device if _backend.is_torch(samples) else "cpu")
     ts = []
     for name, a in (("x", x), ("samples", samples)):
-        t = a.detach() if _backend.is_torch(a) else torch.as_tensor(as_float_array(a, name, min_rows=0))
+        t = a.detach() if _backend.is_torch(a) else torch.tensor(as_float_array(a, name, min_rows=0))
         if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.bool)):
             raise TypeError(f"{name}: expected a float32 or float64 array, got {t.dtype}")
         if t.ndim != 2:
@@ -117,7 +117,7 @@ def _prepare_kde_torch(x: Any, samples: Any, weights: Any) -> tuple[Any, Any, An
             raise ValueError(f"{name}: contains NaN or infinite values")
     if weights is None:
         return xt, st, torch.full((st.shape[0],), -math.log(st.shape[0]), dtype=dtype, device=device)
-    w = weights.detach() if _backend.is_torch(weights) else torch.as_tensor(as_float_array(weights, "weights"))
+    w = weights.detach() if _backend.is_torch(weights) else torch.tensor(as_float_array(weights, "weights"))
     w = w.to(device=device, dtype=torch.float64)
     if w.ndim != 1 or w.shape[0] != st.shape[0]:
         raise ValueError(f"weights: expected {st.shape[0]} entries (one per sample), got shape {tuple(w.shape)}")
