@@ -479,3 +479,13 @@ def test_read_only_numpy_inputs_warn_nothing():
     Xr.setflags(write=False)
     x = torch.tensor(X[:3], requires_grad=True)
     assert loglik.gmm_logpdf(x, Xr[:2], np.stack([np.eye(3)] * 2), np.array([0.5, 0.5])).shape == (3,)
+
+
+def test_gmm_em_values_near_float64_max():
+    Xh = X.copy()
+    Xh[0] = 1.5e308
+    Xh[1] = -1.5e308  # the mean and the range overflow: still the ValueError naming X, no RuntimeWarning
+    with pytest.raises(ValueError, match="X: deviations from the mean up to"):
+        loglik.gmm_em(Xh, 2, seed=0)
+    with pytest.raises(ValueError, match="X: values up to"):
+        loglik.kmeans(Xh, 2, seed=0)

@@ -132,7 +132,7 @@ def _power_of_two_exponent(Xa: np.ndarray) -> int:
     data gives the same partition as exact arithmetic would; data in the safe range is left untouched (bit-identical
     results).
     """
-    a = float(np.abs(Xa).max()) if Xa.size else 0.0
+    a = max(float(Xa.max()), -float(Xa.min())) if Xa.size else 0.0  # no n x p temporary, unlike np.abs
     if a == 0.0:
         return 0
     fi = np.finfo(Xa.dtype)
@@ -145,9 +145,13 @@ def _power_of_two_exponent(Xa: np.ndarray) -> int:
 
 def _check_variance_range(Xa: np.ndarray) -> None:
     """ValueError naming X when its variances cannot be represented in its dtype (EM's covariances would be inf)."""
-    a = float(np.abs(Xa - Xa.mean(0, dtype=np.float64)).max()) if Xa.size else 0.0
+    if not Xa.size:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing mean or range is exactly the error below
+        mean = Xa.mean(0, dtype=np.float64)  # per-column extremes: no n x p temporary
+        a = float(np.maximum(Xa.max(0) - mean, mean - Xa.min(0)).max())
     limit = float(np.sqrt(float(np.finfo(Xa.dtype).max) / 16.0))
-    if a > limit:
+    if not a <= limit:  # also NaN (inf - inf)
         raise ValueError(
             f"X: deviations from the mean up to {a:.3g} overflow {Xa.dtype} when squared (the covariances would be "
             f"inf); rescale X{' or pass float64' if Xa.dtype == np.float32 else ''}"
