@@ -265,6 +265,7 @@ def test_adjoint_identity(problem):
         ({"x": np.zeros((1, 1, 4, 4, 16), dtype=complex)}, TypeError, "x: complex"),
         ({"x": np.array([["a"]])}, TypeError, "x: expected a numeric"),
         ({"impl": "gpu"}, ValueError, "impl"),
+        ({"check_finite": "no"}, TypeError, "check_finite"),
     ],
 )
 def test_bad_inputs_numpy(kwargs, exc, match):
@@ -397,3 +398,14 @@ def test_grad_input_stride_beyond_padded_row_regression(e: int, pad_e: int, stri
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(gx, rx)
     torch.testing.assert_close(gw, rw)
+
+
+def test_check_finite_false_skips_the_scan_on_numpy_and_shapes_name_their_argument():
+    x = np.zeros((1, 1, 4, 4, 16))
+    x[0, 0, 0, 0, 0] = np.nan
+    y = loglik.conv3d(x, np.ones((2, 1, 1, 1, 1)), check_finite=False)  # NaN propagates, as the user asked
+    assert np.isnan(y[0, :, 0, 0, 0]).all() and np.isfinite(y[0, :, 1:]).all()
+    with pytest.raises(ValueError, match="input_shape: expected positive sizes"):
+        loglik.conv3d_grad_input(np.zeros((1, 2, 2, 4, 4)), np.zeros((2, 2, 1, 1, 3)), (1, 2, -4, 4, 6))
+    with pytest.raises(ValueError, match="weight_shape: expected positive sizes"):
+        loglik.conv3d_grad_weight(np.zeros((1, 2, 2, 4, 6)), np.zeros((1, 2, 2, 4, 4)), (2, 2, 0, 1, 3))

@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import _backend
-from ._checks import as_float_array, check_choice
+from ._checks import as_float_array, check_bool, check_choice
 from .eels import (
     CVAE3D,
     eels_anomaly_scores,
@@ -135,20 +135,20 @@ def conv3d_output_shape(
 # numpy path (compiled kernel)
 
 
-def _np_pair(a: Any, b: Any, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two finite float arrays promoted to one dtype (float64 if either is float64)."""
-    a = as_float_array(a, name_a)
-    b = as_float_array(b, name_b)
+def _np_pair(a: Any, b: Any, name_a: str, name_b: str, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Two float arrays (finite unless ``finite=False``) promoted to one dtype (float64 if either is float64)."""
+    a = as_float_array(a, name_a, finite=finite)
+    b = as_float_array(b, name_b, finite=finite)
     dt = np.promote_types(a.dtype, b.dtype)
     return a.astype(dt, copy=False), b.astype(dt, copy=False)
 
 
-def _np_conv3d(x, weight, bias, stride, padding, dilation, isa: str) -> np.ndarray:
-    xa, wa = _np_pair(x, weight, "x", "weight")
+def _np_conv3d(x, weight, bias, stride, padding, dilation, isa: str, check_finite: bool = True) -> np.ndarray:
+    xa, wa = _np_pair(x, weight, "x", "weight", finite=check_finite)
     s, p, d, _ = _geometry(xa.shape, wa.shape, stride, padding, dilation)
     ba = None
     if bias is not None:
-        ba = as_float_array(bias, "bias", ndim=1).astype(xa.dtype, copy=False)
+        ba = as_float_array(bias, "bias", ndim=1, finite=check_finite).astype(xa.dtype, copy=False)
         if ba.shape[0] != wa.shape[0]:
             raise ValueError(f"bias: expected shape ({wa.shape[0]},), got {ba.shape}")
     y, _ = _backend.C().conv3d_forward(xa, wa, ba, s, p, d, isa)
@@ -165,6 +165,8 @@ def _check_shape(value: Any, name: str) -> tuple[int, ...]:
     shape = tuple(int(v) for v in value)
     if len(shape) != 5:
         raise ValueError(f"{name}: expected 5 sizes, got {value!r}")
+    if any(v < 1 for v in shape):
+        raise ValueError(f"{name}: expected positive sizes, got {shape}")
     return shape
 
 
@@ -377,6 +379,7 @@ def conv3d(
         Torch outputs are differentiable in x, weight and bias (custom op ``loglik::conv3d``).
     """
     impl = check_choice(impl, "impl", _IMPLS)
+    check_finite = check_bool(check_finite, "check_finite")
     if _backend.is_torch(x) or _backend.is_torch(weight):
         _torch_args(x, weight, bias, check_finite)
         s, p, d, _ = _geometry(tuple(x.shape), tuple(weight.shape), stride, padding, dilation)
@@ -398,7 +401,7 @@ def conv3d(
         return ref.conv3d(xa, wa, None if bias is None else as_float_array(bias, "bias", ndim=1), s, p, d)
     if impl == "triton":
         raise ValueError("impl: 'triton' takes torch tensors")
-    return _np_conv3d(x, weight, bias, stride, padding, dilation, "auto")
+    return _np_conv3d(x, weight, bias, stride, padding, dilation, "auto", check_finite)
 
 
 def conv3d_grad_input(
