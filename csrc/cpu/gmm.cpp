@@ -118,8 +118,10 @@ void estep(i64 n, int p, int K, const T* X, const T* means, const Factors<T>& f,
     for (int k = 0; k < K; ++k) s += std::exp(double(row[k]) - m);
     const double lse = m + std::log(s);
     log_density[i] = T(lse);
+    // exp(row - m) / s, not exp(row - lse): when |m| is huge, lse = m + log(s) rounds back to m and the
+    // responsibilities would not sum to one
     if (resp)
-      for (int k = 0; k < K; ++k) resp[i * K + k] = T(std::exp(double(row[k]) - lse));
+      for (int k = 0; k < K; ++k) resp[i * K + k] = T(std::exp(double(row[k]) - m) / s);
   }
 }
 

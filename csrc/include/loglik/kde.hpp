@@ -125,7 +125,8 @@ Prepared<T> prepare(const T* samples, int64_t n, int64_t d, const T* log_weights
   const double h2 = bandwidth * bandwidth;
   P.coef = static_cast<T>(-0.5 / h2);
   P.inv_h2 = 1.0 / h2;
-  P.log_norm = -0.5 * static_cast<double>(d) * std::log(2.0 * M_PI * h2);
+  // log of (2 pi h^2)^(-d/2) without forming h^2, which overflows for h > ~1e154
+  P.log_norm = -0.5 * static_cast<double>(d) * (std::log(2.0 * M_PI) + 2.0 * std::log(bandwidth));
   return P;
 }
 
