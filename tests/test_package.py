@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,15 @@ def test_set_num_threads_roundtrip() -> None:
     for bad in (1.5, True, "2"):
         with pytest.raises(TypeError, match="n: expected a positive int"):
             loglik.set_num_threads(bad)
+
+
+def test_absurd_omp_num_threads_is_capped_not_a_crash() -> None:
+    # OMP_NUM_THREADS=100000 used to segfault the first parallel region
+    code = "import loglik, numpy as np; print(loglik.get_num_threads()); loglik.kmeans(np.ones((300, 2)), 1)"
+    env = {**os.environ, "OMP_NUM_THREADS": "100000"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 1 <= int(out.stdout.split()[0]) <= 100000
 
 
 def test_cli_info_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,12 +26,20 @@ __all__ = [
 ]
 
 
+def _thread_limit() -> int:
+    return max(1024, 4 * (os.cpu_count() or 1))
+
+
 @functools.cache
 def _load_C() -> ModuleType | None:
     try:
-        return importlib.import_module("loglik._C")
+        mod = importlib.import_module("loglik._C")
     except ImportError:
         return None
+    # OMP_NUM_THREADS=100000 made the first OpenMP region segfault (the thread stacks cannot be mapped): cap it
+    if mod.get_num_threads() > _thread_limit():
+        mod.set_num_threads(_thread_limit())
+    return mod
 
 
 def has_compiled() -> bool:
@@ -97,7 +105,7 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
     # an absurd count made the next OpenMP region segfault (100000 threads: their stacks cannot be mapped)
-    limit = max(1024, 4 * (os.cpu_count() or 1))
+    limit = _thread_limit()
     if n > limit:
         raise ValueError(
             f"n: expected at most {limit} threads (4 x the {os.cpu_count()} cores, at least 1024), got {n}"
