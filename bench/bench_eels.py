@@ -24,16 +24,21 @@ over seeds); PCA = fit on the bulk cube + scoring. Metrics: mean AUC over seeds,
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
 from ._harness import Row
 
 WINDOW_EV = (690.0, 760.0)
-FULL = {"shape": (64, 64), "n_energy": 1024, "shifts": (0.5, 1.0, 2.0, 4.0, 8.0), "fractions": (0.01, 0.05),
-        "seeds": (0, 1, 2), "epochs": 100, "bulk_regions": 4}  # fmt: skip
-QUICK = {"shape": (32, 32), "n_energy": 512, "shifts": (0.5, 2.0), "fractions": (0.05,), "seeds": (0,), "epochs": 40,
-         "bulk_regions": 4}  # fmt: skip
+FULL: dict[str, Any] = {
+    "shape": (64, 64), "n_energy": 1024, "shifts": (0.5, 1.0, 2.0, 4.0, 8.0), "fractions": (0.01, 0.05),
+    "seeds": (0, 1, 2), "epochs": 100, "bulk_regions": 4,
+}  # fmt: skip
+QUICK: dict[str, Any] = {
+    "shape": (32, 32), "n_energy": 512, "shifts": (0.5, 2.0), "fractions": (0.05,), "seeds": (0,), "epochs": 40,
+    "bulk_regions": 4,
+}  # fmt: skip
 
 
 def bulk_reference(shape: tuple[int, int], n_energy: int, seed: int, regions: int) -> np.ndarray:
@@ -85,7 +90,7 @@ def run(quick: bool = False) -> list[Row]:
                 )
                 cube, mask, energy = data["cube"], data["mask"], data["energy"]
                 for windowed in (False, True):
-                    win = {"window": WINDOW_EV, "energy": energy} if windowed else {}
+                    win: dict[str, Any] = {"window": WINDOW_EV, "energy": energy} if windowed else {}
                     res = results.setdefault((frac, shift, windowed), {})
                     t0 = time.perf_counter()
                     s = loglik.eels_anomaly_scores(cube, model=model, **win)
@@ -104,9 +109,11 @@ def run(quick: bool = False) -> list[Row]:
         for impl, vals in res.items():
             aucs = np.array([v[0] for v in vals])
             seps = np.array([v[1] for v in vals])
-            secs = np.array([v[2] for v in vals])
+            times = np.array([v[2] for v in vals])
             metrics = {"AUC": float(aucs.mean()), "AUC_min": float(aucs.min()), "AUC_max": float(aucs.max()),
                        "sep": float(seps.mean())}  # fmt: skip
-            rows.append(Row("eels", case, impl, float(secs.mean()), float(secs.max() - secs.min()), len(vals), metrics))
+            rows.append(
+                Row("eels", case, impl, float(times.mean()), float(times.max() - times.min()), len(vals), metrics)
+            )
         print(f"  {case}: " + ", ".join(f"{r.impl} AUC={r.metrics['AUC']:.3f}" for r in rows[-4:]), flush=True)
     return rows
