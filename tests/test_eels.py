@@ -128,6 +128,11 @@ def test_pca_full_rank_reconstructs_exactly():
         ((np.ones((4, 4, 16)),), {"window": ("a", 2)}, TypeError, "window"),
         ((np.ones((4, 4, 16)),), {"train_cube": np.full((4, 4, 16), np.nan)}, ValueError, "train_cube: contains NaN"),
         ((np.ones((4, 4, 16)),), {"train_cube": np.ones((4, 16))}, ValueError, "train_cube: expected a 3-D"),
+        # regressions of the validation pass: truthy strings, negative counts, one pixel, a wrong energy axis
+        ((np.ones((4, 4, 16)),), {"poisson_scaling": "no"}, TypeError, "poisson_scaling"),
+        ((-np.ones((4, 4, 16)),), {}, ValueError, "cube: expected non-negative counts"),
+        ((np.ones((1, 1, 16)), 1), {}, ValueError, "cube: PCA needs at least 2 pixels"),
+        ((np.ones((4, 4, 16)),), {"energy": np.arange(15.0)}, ValueError, "energy: expected 16 values"),
     ],
 )
 def test_pca_bad_inputs(args, kwargs, exc, match):
@@ -142,6 +147,16 @@ def test_eels_scores_bad_inputs():
         loglik.eels_anomaly_scores(-np.ones((4, 4, 16)), "pca")
     with pytest.raises(ValueError, match="epochs"):
         loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "cvae", epochs=0)
+    for flag in ("return_model", "lr_decay", "progress"):
+        with pytest.raises(TypeError, match=flag):
+            loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "pca", **{flag: "no"})
+    with pytest.raises(ValueError, match="seed"):
+        loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "pca", seed=-1)
+    with pytest.raises(ValueError, match="energy: expected 16 values"):
+        loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "cvae", energy=np.arange(17.0))
+    if _backend.has_torch():
+        with pytest.raises(TypeError, match="learn_variance"):
+            loglik.CVAE3D(64, learn_variance="no")
 
 
 @needs_compiled

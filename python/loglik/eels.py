@@ -19,7 +19,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import _backend
-from ._checks import as_float_array, check_choice, check_int, check_positive
+from ._checks import as_float_array, check_bool, check_choice, check_int, check_positive
 
 __all__ = [
     "CVAE3D",
@@ -267,6 +267,16 @@ def _check_cube(cube: Any, name: str = "cube") -> np.ndarray:
 _SCORES = ("deviance", "nll", "correlation")
 
 
+def _check_energy(energy: Any, n_energy: int) -> np.ndarray | None:
+    """The optional (E,) energy axis, checked against the cube's channel count."""
+    if energy is None:
+        return None
+    en = as_float_array(energy, "energy", ndim=1)
+    if en.shape[0] != n_energy:
+        raise ValueError(f"energy: expected {n_energy} values (one per channel of cube), got {en.shape[0]}")
+    return en
+
+
 def _window(window: Any, n_energy: int, energy: np.ndarray | None) -> slice:
     """Energy window as a slice of channels: None (all), (lo, hi) channel indices, or eV when energy is given."""
     if window is None:
@@ -341,9 +351,14 @@ def pca_anomaly_scores(
     """
     c = _check_cube(cube)
     nx, ny, ne = c.shape
+    if nx * ny < 2:
+        raise ValueError(f"cube: PCA needs at least 2 pixels, got shape {c.shape}")
     k = check_int(n_components, "n_components", low=1, high=min(nx * ny, ne) - 1)
     check_choice(score, "score", _SCORES)
-    en = None if energy is None else as_float_array(energy, "energy", ndim=1)
+    poisson_scaling = check_bool(poisson_scaling, "poisson_scaling")
+    if (poisson_scaling or score == "deviance") and (c < 0).any():
+        raise ValueError("cube: expected non-negative counts (Poisson scaling and the deviance score need counts)")
+    en = _check_energy(energy, ne)
     sl = _window(window, ne, en)
     x = c.reshape(nx * ny, ne)
     xt = x
@@ -436,7 +451,7 @@ def _build_cvae_class() -> type:
             self.n_energy = check_int(n_energy, "n_energy", low=8)
             self.latent_dim = check_int(latent_dim, "latent_dim", low=1)
             self.likelihood = check_choice(likelihood, "likelihood", ("gaussian", "poisson"))
-            self.learn_variance = bool(learn_variance)
+            self.learn_variance = check_bool(learn_variance, "learn_variance")
             self.beta = check_positive(beta, "beta", allow_zero=True)
             if len(kernel) != 3:
                 raise ValueError(f"kernel: expected 3 sizes (KX, KY, KE), got {kernel!r}")
@@ -709,6 +724,11 @@ def eels_anomaly_scores(
     """
     check_choice(method, "method", ("cvae", "pca"))
     check_choice(score, "score", _SCORES)
+    return_model = check_bool(return_model, "return_model")
+    lr_decay = check_bool(lr_decay, "lr_decay")
+    if not callable(progress):
+        progress = check_bool(progress, "progress")
+    check_int(seed, "seed", low=0)
     c = _check_cube(cube)
     if (c < 0).any():
         raise ValueError("cube: expected non-negative counts")
@@ -716,7 +736,7 @@ def eels_anomaly_scores(
         return pca_anomaly_scores(c, n_components, score=score, window=window, energy=energy, train_cube=train_cube)
     torch = _backend.torch()
     nx, ny, ne = c.shape
-    en = None if energy is None else as_float_array(energy, "energy", ndim=1)
+    en = _check_energy(energy, ne)
     sl = _window(window, ne, en)
     check_int(epochs, "epochs", low=1)
     check_int(tile, "tile", low=1)
