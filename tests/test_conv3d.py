@@ -164,6 +164,9 @@ def test_gradgradcheck():
     x = torch.randn(1, 1, 2, 3, 6, dtype=torch.float64, generator=g, requires_grad=True)
     w = torch.randn(2, 1, 2, 1, 3, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x, w: loglik.conv3d(x, w, None, 1, (0, 1, 1), (1, 1, 2)), (x, w))
+    # with a bias that requires grad (its gradient used to leave the graph through numpy)
+    b = torch.randn(2, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: loglik.conv3d(x, w, b, 1, (0, 1, 1), (1, 1, 2)), (x, w, b))
 
 
 def test_opcheck():

@@ -10,6 +10,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -65,6 +66,9 @@ def has_torch() -> bool:
 
 def torch() -> Any:
     """Import and return torch (raises ImportError with an install hint if missing)."""
+    mod = sys.modules.get("torch")  # already imported: no import machinery (torch.compile cannot trace it)
+    if mod is not None:
+        return mod
     if not has_torch():
         raise ImportError("this loglik function needs PyTorch: pip install torch==2.13.0")
     return importlib.import_module("torch")

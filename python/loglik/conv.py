@@ -263,7 +263,8 @@ def _torch_ops() -> Any:
         if ctx.has_bias and ctx.needs_input_grad[2]:
             # numpy on CPU: a torch reduction here would leave torch's OpenMP pool spinning while the next
             # loglik kernel runs on the same cores.
-            if gy.is_cuda or type(gy) is not torch.Tensor:  # CUDA, or fake/functional tensors under tracing
+            # torch when the sum must stay differentiable (double backward) or numpy cannot see the data
+            if gy.requires_grad or gy.is_cuda or type(gy) is not torch.Tensor:
                 gb = gy.sum(dim=(0, 2, 3, 4))
             else:
                 gb = torch.from_numpy(gy.numpy().sum(axis=(0, 2, 3, 4)))
