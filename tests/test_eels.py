@@ -133,6 +133,9 @@ def test_pca_full_rank_reconstructs_exactly():
         ((-np.ones((4, 4, 16)),), {}, ValueError, "cube: expected non-negative counts"),
         ((np.ones((1, 1, 16)), 1), {}, ValueError, "cube: PCA needs at least 2 pixels"),
         ((np.ones((4, 4, 16)),), {"energy": np.arange(15.0)}, ValueError, "energy: expected 16 values"),
+        ((np.ones((4, 4, 16)),), {"energy": np.arange(16.0)[::-1].copy()}, ValueError, "strictly increasing"),
+        ((np.ones((4, 4, 16)),), {"energy": np.arange(16.0), "window": (90, 99)}, ValueError, "window: .*eV"),
+        ((np.ones((4, 4, 16)),), {"train_cube": -np.ones((4, 4, 16))}, ValueError, "train_cube: expected non-neg"),
     ],
 )
 def test_pca_bad_inputs(args, kwargs, exc, match):
@@ -154,9 +157,38 @@ def test_eels_scores_bad_inputs():
         loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "pca", seed=-1)
     with pytest.raises(ValueError, match="energy: expected 16 values"):
         loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "cvae", energy=np.arange(17.0))
+    with pytest.raises(ValueError, match="model: a trained CVAE3D is used by method='cvae' only"):
+        loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "pca", model=object())
+    scores, model = loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "pca", n_components=1, return_model=True)
+    assert scores.shape == (4, 4) and model is None
+    with pytest.raises(ValueError, match="train_cube: expected non-negative"):
+        loglik.eels_anomaly_scores(np.ones((4, 4, 16)), "cvae", train_cube=-np.ones((4, 4, 16)))
     if _backend.has_torch():
         with pytest.raises(TypeError, match="learn_variance"):
             loglik.CVAE3D(64, learn_variance="no")
+        with pytest.raises(ValueError, match="kernel: KX and KY must be odd"):
+            loglik.CVAE3D(64, kernel=(2, 3, 7))
+        with pytest.raises(ValueError, match="kernel: expected 3 sizes"):
+            loglik.CVAE3D(64, kernel=3)
+        with pytest.raises(TypeError, match="channels"):
+            loglik.CVAE3D(64, channels=8)
+
+
+def test_cvae3d_pickles_and_rejects_bad_training_counts():
+    torch = pytest.importorskip("torch")
+    import io
+    import pickle
+
+    model = loglik.CVAE3D(64)
+    clone = pickle.loads(pickle.dumps(model))
+    assert isinstance(clone, loglik.CVAE3D) and type(clone).__name__ == "CVAE3D"
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    assert isinstance(torch.load(buf, weights_only=False), loglik.CVAE3D)
+    with pytest.raises(ValueError, match="counts: expected finite, non-negative"):
+        model.fit_normalisation(torch.full((1, 1, 2, 2, 64), float("nan")))
+    assert torch.isfinite(model.log_sigma).all()
 
 
 @needs_compiled

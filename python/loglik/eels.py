@@ -274,6 +274,8 @@ def _check_energy(energy: Any, n_energy: int) -> np.ndarray | None:
     en = as_float_array(energy, "energy", ndim=1)
     if en.shape[0] != n_energy:
         raise ValueError(f"energy: expected {n_energy} values (one per channel of cube), got {en.shape[0]}")
+    if n_energy > 1 and not (np.diff(en) > 0).all():
+        raise ValueError("energy: expected a strictly increasing axis (eV)")
     return en
 
 
@@ -291,6 +293,11 @@ def _window(window: Any, n_energy: int, energy: np.ndarray | None) -> slice:
             raise ValueError(f"window: expected finite bounds, got {window!r}")
     if energy is not None:
         lo, hi = int(np.searchsorted(energy, lo)), int(np.searchsorted(energy, hi))
+        if not 0 <= lo < hi <= n_energy:
+            raise ValueError(
+                f"window: expected lo < hi (eV) overlapping the energy axis {energy[0]:g}-{energy[-1]:g} eV, "
+                f"got {window!r}"
+            )
     lo, hi = int(lo), int(hi)
     if not 0 <= lo < hi <= n_energy:
         raise ValueError(f"window: expected 0 <= lo < hi <= {n_energy} channels, got {window!r}")
@@ -366,6 +373,8 @@ def pca_anomaly_scores(
         t = _check_cube(train_cube, "train_cube")
         if t.shape[2] != ne:
             raise ValueError(f"train_cube: expected {ne} energy channels like cube, got shape {t.shape}")
+        if (poisson_scaling or score == "deviance") and (t < 0).any():
+            raise ValueError("train_cube: expected non-negative counts (like cube)")
         if t.shape[0] * t.shape[1] <= k:
             raise ValueError(f"train_cube: needs more than n_components={k} pixels")
         xt = t.reshape(-1, ne)
@@ -453,10 +462,14 @@ def _build_cvae_class() -> type:
             self.likelihood = check_choice(likelihood, "likelihood", ("gaussian", "poisson"))
             self.learn_variance = check_bool(learn_variance, "learn_variance")
             self.beta = check_positive(beta, "beta", allow_zero=True)
-            if len(kernel) != 3:
+            if isinstance(kernel, (str, bytes)) or not isinstance(kernel, Sequence) or len(kernel) != 3:
                 raise ValueError(f"kernel: expected 3 sizes (KX, KY, KE), got {kernel!r}")
             k: Any = tuple(check_int(v, "kernel", low=1) for v in kernel)
+            if k[0] % 2 == 0 or k[1] % 2 == 0:
+                raise ValueError(f"kernel: KX and KY must be odd ('same' padding in X and Y), got {kernel!r}")
             s = check_int(energy_stride, "energy_stride", low=1)
+            if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
+                raise TypeError(f"channels: expected a sequence of channel counts, got {channels!r}")
             chans = [check_int(c, "channels", low=1) for c in channels]
             if not chans:
                 raise ValueError("channels: expected at least one encoder layer")
@@ -489,6 +502,8 @@ def _build_cvae_class() -> type:
 
             log_sigma starts at the Poisson noise level of the normalised spectra (sqrt(mean(x / m^2))): started at
             sigma = 1 (about 30 times the noise) the reconstruction term is too weak and training stalls."""
+            if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
+                raise ValueError("counts: expected finite, non-negative counts")
             xn, m = self.normalise(counts)
             flat = xn.reshape(-1, self.n_energy).double()
             mean = flat.mean(0)
@@ -555,6 +570,13 @@ def _build_cvae_class() -> type:
             return (self.nll(decoded, counts) + self.beta * kl).mean()
 
     CVAE3D.__doc__ = _CVAE_DOC
+    # Pickle (and torch.save of a whole model) finds classes by module and name: give these local classes
+    # module-level names, which the module's __getattr__ (end of file) resolves.
+    named = {"_CVAE3DModule": CVAE3D, "_CVAE3DConv": _Conv, "_CVAE3DConvT": _ConvT}
+    for name, cls in named.items():
+        cls.__qualname__ = name  # __name__ (what repr shows) stays CVAE3D / _Conv / _ConvT
+        cls.__module__ = __name__
+    CVAE3D._pickle_names = named
     return CVAE3D
 
 
@@ -733,7 +755,10 @@ def eels_anomaly_scores(
     if (c < 0).any():
         raise ValueError("cube: expected non-negative counts")
     if method == "pca":
-        return pca_anomaly_scores(c, n_components, score=score, window=window, energy=energy, train_cube=train_cube)
+        if model is not None:
+            raise ValueError("model: a trained CVAE3D is used by method='cvae' only")
+        out = pca_anomaly_scores(c, n_components, score=score, window=window, energy=energy, train_cube=train_cube)
+        return (out, None) if return_model else out
     torch = _backend.torch()
     nx, ny, ne = c.shape
     en = _check_energy(energy, ne)
@@ -749,6 +774,8 @@ def eels_anomaly_scores(
         tc = c
         if train_cube is not None:
             tc = _check_cube(train_cube, "train_cube")
+            if (tc < 0).any():
+                raise ValueError("train_cube: expected non-negative counts")
             if tc.shape[2] != ne:
                 raise ValueError(f"train_cube: expected {ne} energy channels like cube, got shape {tc.shape}")
         model = _train_cvae(
@@ -783,3 +810,9 @@ def eels_anomaly_scores(
             out = _correlation_scores(xs, rs) if score == "correlation" else _poisson_deviance(xs, rs)
             out = out.reshape(nx, ny)
     return (out, model) if return_model else out
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("_CVAE3DModule", "_CVAE3DConv", "_CVAE3DConvT"):  # the torch classes behind CVAE3D, for pickle
+        return CVAE3D._get()._pickle_names[name]  # type: ignore[attr-defined]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
