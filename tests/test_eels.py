@@ -387,6 +387,15 @@ def test_cli_eels(tmp_path, capsys):
         assert (tmp_path / f"{method}_anomaly.png").stat().st_size > 1000
     args = parser.parse_args([str(tmp_path / "nothing.dm3")])
     assert cmd.main(args) == 2
+    # regressions: bad contents or options ended in tracebacks (or an IndexError on an empty file)
+    np.save(tmp_path / "neg.npy", -d["cube"])
+    np.save(tmp_path / "empty.npy", np.zeros((4, 4, 0)))
+    for argv in (["neg.npy", "--method", "pca"], ["empty.npy"], ["cube.npy", "--method", "pca", "--window", "9", "5"],
+                 ["cube.npy", "--method", "pca", "--components", "0"], ["cube.npy", "--train", "neg.npy"],
+                 ["cube.npy", "--method", "pca", "--out", str(tmp_path / "no" / "dir")]):  # fmt: skip
+        args = parser.parse_args([str(tmp_path / a) if a.endswith(".npy") else a for a in argv])
+        assert cmd.main(args) == 2
+        assert capsys.readouterr().err.startswith("loglik eels: ")
 
 
 def test_pca_trained_on_bulk_detects_shift():

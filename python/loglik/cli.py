@@ -144,9 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"argument --threads: expected a positive int, got {args.threads}")
-        _backend.set_num_threads(args.threads)
+        try:
+            _backend.set_num_threads(args.threads)
+        except ValueError as exc:
+            parser.error(f"argument --threads: {exc}")
     return int(args.func(args) or 0)
 
 

@@ -243,14 +243,17 @@ def load_spectrum_image(path: str) -> dict[str, Any]:
 
 
 def _as_cube(data: np.ndarray, name: str) -> np.ndarray:
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim == 1:
-        return data[None, None, :]
-    if data.ndim == 2:
-        return data[None, :, :]
-    if data.ndim == 3:
-        return data
-    raise ValueError(f"{name}: expected a spectrum, line scan or spectrum image (1-3 dims), got shape {data.shape}")
+    if np.iscomplexobj(data):
+        raise TypeError(f"{name}: complex data is not a spectrum image")
+    try:
+        data = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected numeric data, got {exc}") from None
+    if data.ndim not in (1, 2, 3):
+        raise ValueError(f"{name}: expected a spectrum, line scan or spectrum image (1-3 dims), got shape {data.shape}")
+    if data.size == 0:
+        raise ValueError(f"{name}: the file holds no data (shape {data.shape})")
+    return data.reshape((1,) * (3 - data.ndim) + data.shape)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Bad input (a file's contents, a window, a count) is reported in one line with exit status 2, as argparse does.
+    try:
+        return _run(args)
+    except (ValueError, TypeError, ImportError, OSError) as exc:
+        print(f"loglik eels: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import loglik
 
     mask = None
@@ -54,19 +63,14 @@ def main(args: argparse.Namespace) -> int:
             bulk = loglik.synthetic_fe_spectrum_image((64, 64), 1024, anomaly_fraction=0.0, seed=args.seed + 1)
             train_cube = bulk["cube"]
     else:
-        try:
-            data = loglik.load_spectrum_image(args.file)
-        except (ImportError, ValueError) as exc:
-            print(f"loglik eels: {exc}", file=sys.stderr)
-            return 2
+        data = loglik.load_spectrum_image(args.file)
         cube, energy = data["cube"], data["energy"]
         prefix = args.out or os.path.splitext(args.file)[0]
     if args.train is not None:
         try:
             train_cube = loglik.load_spectrum_image(args.train)["cube"]
-        except (ImportError, ValueError) as exc:
-            print(f"loglik eels: --train: {exc}", file=sys.stderr)
-            return 2
+        except (ImportError, ValueError, TypeError, OSError) as exc:
+            raise type(exc)(f"--train: {exc}") from None
     print(f"spectrum image {cube.shape[0]} x {cube.shape[1]} pixels x {cube.shape[2]} channels "
           f"({energy[0]:.1f}-{energy[-1]:.1f})", flush=True)  # fmt: skip
     window = tuple(args.window) if args.window else None
