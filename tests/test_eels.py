@@ -174,6 +174,19 @@ def test_eels_scores_bad_inputs():
             loglik.CVAE3D(64, channels=8)
 
 
+def test_cvae_training_keeps_the_global_rng_and_names_divergence():
+    torch = pytest.importorskip("torch")
+    c = loglik.synthetic_fe_spectrum_image((8, 8), 64, seed=0)["cube"]
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    s1 = loglik.eels_anomaly_scores(c, epochs=1)
+    assert torch.equal(torch.rand(1), expected)  # training used its own RNG stream
+    np.testing.assert_array_equal(s1, loglik.eels_anomaly_scores(c, epochs=1))
+    with pytest.raises(ValueError, match="lr: training diverged"):
+        loglik.eels_anomaly_scores(c, epochs=2, lr=1e6)
+
+
 def test_cvae3d_pickles_and_rejects_bad_training_counts():
     torch = pytest.importorskip("torch")
     import io

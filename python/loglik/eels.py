@@ -649,9 +649,32 @@ def _train_cvae(
     progress: bool | Callable[[int, float], None],
 ) -> Any:
     torch = _backend.torch()
+    # the seed drives initialisation and the reparameterisation noise without touching the caller's global RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _train_cvae_seeded(
+            torch, cube, epochs=epochs, tile=tile, batch_tiles=batch_tiles, lr=lr, seed=seed, lr_decay=lr_decay,
+            model_kwargs=model_kwargs, progress=progress,
+        )  # fmt: skip
+    model.eval()
+    return model
+
+
+def _train_cvae_seeded(
+    torch: Any,
+    cube: np.ndarray,
+    *,
+    epochs: int,
+    tile: int,
+    batch_tiles: int,
+    lr: float,
+    seed: int,
+    lr_decay: bool,
+    model_kwargs: dict[str, Any],
+    progress: bool | Callable[[int, float], None],
+) -> Any:
     nx, ny, ne = cube.shape
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     model: Any = CVAE3D(ne, **model_kwargs)  # type: ignore[call-arg]
     data = torch.from_numpy(np.ascontiguousarray(cube, dtype=np.float32))[None, None]
     model.fit_normalisation(data)
@@ -676,6 +699,8 @@ def _train_cvae(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if not (math.isfinite(loss.item()) and all(bool(torch.isfinite(q).all()) for q in model.parameters())):
+            raise ValueError(f"lr: training diverged at step {step} (non-finite loss or weights); try a smaller lr")
         if sched is not None:
             sched.step()
         if bar is not None:
@@ -685,7 +710,6 @@ def _train_cvae(
             progress(step, loss.item())
     if bar is not None:
         bar.close()
-    model.eval()
     return model
 
 
