@@ -412,3 +412,12 @@ def test_check_finite_false_skips_the_scan_on_numpy_and_shapes_name_their_argume
         loglik.conv3d_grad_input(np.zeros((1, 2, 2, 4, 4)), np.zeros((2, 2, 1, 1, 3)), (1, 2, -4, 4, 6))
     with pytest.raises(ValueError, match="weight_shape: expected positive sizes"):
         loglik.conv3d_grad_weight(np.zeros((1, 2, 2, 4, 6)), np.zeros((1, 2, 2, 4, 4)), (2, 2, 0, 1, 3))
+
+
+def test_tensor_subclasses_are_tensors():
+    class Tagged(torch.Tensor):
+        pass
+
+    x = torch.randn(1, 1, 3, 3, 8, dtype=torch.float64).as_subclass(Tagged)
+    w = torch.randn(2, 1, 1, 1, 3, dtype=torch.float64)
+    torch.testing.assert_close(loglik.conv3d(x, w).as_subclass(torch.Tensor), F.conv3d(x.as_subclass(torch.Tensor), w))

@@ -76,8 +76,8 @@ def torch() -> Any:
 
 def is_torch(x: object) -> bool:
     """True when x is a torch.Tensor, without importing torch if it was never imported."""
-    mod = type(x).__module__
-    return mod.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter")
+    # torch.Tensor anywhere in the class hierarchy: Parameter, and users' own Tensor subclasses too
+    return any(c.__name__ == "Tensor" and c.__module__ == "torch" for c in type(x).__mro__)
 
 
 @functools.cache
