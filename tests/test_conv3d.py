@@ -269,6 +269,7 @@ def test_adjoint_identity(problem):
         ({"x": np.array([["a"]])}, TypeError, "x: expected a numeric"),
         ({"impl": "gpu"}, ValueError, "impl"),
         ({"check_finite": "no"}, TypeError, "check_finite"),
+        ({"bias": np.zeros(3), "impl": "reference"}, ValueError, "bias: expected shape"),
     ],
 )
 def test_bad_inputs_numpy(kwargs, exc, match):

@@ -399,7 +399,10 @@ def conv3d(
 
         xa, wa = _np_pair(x, weight, "x", "weight")
         s, p, d, _ = _geometry(xa.shape, wa.shape, stride, padding, dilation)
-        return ref.conv3d(xa, wa, None if bias is None else as_float_array(bias, "bias", ndim=1), s, p, d)
+        ba = None if bias is None else as_float_array(bias, "bias", ndim=1)
+        if ba is not None and ba.shape[0] != wa.shape[0]:
+            raise ValueError(f"bias: expected shape ({wa.shape[0]},), got {ba.shape}")
+        return ref.conv3d(xa, wa, ba, s, p, d)
     if impl == "triton":
         raise ValueError("impl: 'triton' takes torch tensors")
     return _np_conv3d(x, weight, bias, stride, padding, dilation, "auto", check_finite)
