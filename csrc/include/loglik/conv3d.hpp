@@ -147,13 +147,17 @@ constexpr int ev_for(int cb) {
   return kRegs >= 32 ? (cb == 8 ? 3 : cb == 4 ? 6 : 8) : (cb == 8 ? 1 : cb == 4 ? 2 : cb == 2 ? 4 : 6);
 }
 constexpr int kMaxEV = 8;
+// Multiply-adds summed into one register before the partial sum is added to the output (see engine_block_w).
+constexpr int64_t kTermsPerRun = 128;
 
 // out[cb][e0 : e0 + EV*L] = init[cb] + sum_rows sum_taps w * in, for one (row position, channel block, E-block).
 // rowp[r] + toff[t] + e0 is the first input sample of tap t of row r; wrow[r] + twoff[t] holds CB weights.
 // Outputs are written to outp[cb] + i * ostride for i < valid (the E-block may be cut by the row end).
+// With `add`, the block's sum is added to what outp already holds (row chunks of one output, see engine_row).
 template <class T, int CB, int EV>
 void engine_block(int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps, const int64_t* toff,
-                  const int64_t* twoff, const T* init, int64_t e0, T* const* outp, int64_t ostride, int64_t valid) {
+                  const int64_t* twoff, const T* init, int64_t e0, T* const* outp, int64_t ostride, int64_t valid,
+                  bool add) {
   using V = typename VecOf<T>::type;
   constexpr int L = VecOf<T>::lanes;
   V acc[CB][EV];
@@ -183,14 +187,14 @@ void engine_block(int64_t nrows, const T* const* rowp, const T* const* wrow, int
   if (ostride == 1 && valid == EV * L) {
     for (int j = 0; j < CB; ++j)
 #pragma GCC unroll 8
-      for (int v = 0; v < EV; ++v) vstore(outp[j] + v * L, acc[j][v]);
+      for (int v = 0; v < EV; ++v) vstore(outp[j] + v * L, add ? vload<V>(outp[j] + v * L) + acc[j][v] : acc[j][v]);
     return;
   }
   T tmp[EV * L];
   for (int j = 0; j < CB; ++j) {
     for (int v = 0; v < EV; ++v) vstore(tmp + v * L, acc[j][v]);
     T* o = outp[j];
-    for (int64_t i = 0; i < valid; ++i) o[i * ostride] = tmp[i];
+    for (int64_t i = 0; i < valid; ++i) o[i * ostride] = add ? o[i * ostride] + tmp[i] : tmp[i];
   }
 }
 
@@ -213,15 +217,30 @@ struct RowSource {
 };
 
 // engine_block with a run-time number of vectors w (EV, 4, 2 or 1; at most EV).
+// engine_block with a run-time number of vectors w (EV, 4, 2 or 1; at most EV), over the rows in chunks of at most
+// `chunk` rows: each chunk is summed from zero and added to the output, so a float32 output of C x KX x KY x KE
+// terms accumulates in a few short runs instead of one long one (rounding error grows with the run length).
 template <class T, int CB, int EV>
 void engine_block_w(int w, int64_t nrows, const T* const* rowp, const T* const* wrow, int ntaps, const int64_t* toff,
-                    const int64_t* twoff, const T* init, int64_t e0, T* const* outp, int64_t ostride, int64_t valid) {
-  if (w == EV) return engine_block<T, CB, EV>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
-  if constexpr (EV > 4)
-    if (w == 4) return engine_block<T, CB, 4>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
-  if constexpr (EV > 2)
-    if (w == 2) return engine_block<T, CB, 2>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
-  engine_block<T, CB, 1>(nrows, rowp, wrow, ntaps, toff, twoff, init, e0, outp, ostride, valid);
+                    const int64_t* twoff, const T* init, int64_t e0, T* const* outp, int64_t ostride, int64_t valid,
+                    int64_t chunk) {
+  int64_t r0 = 0;
+  do {
+    const int64_t nr = std::min(chunk, nrows - r0);
+    const T* const* rp = rowp + r0;
+    const T* const* wr = wrow + r0;
+    const T* in = r0 ? nullptr : init;
+    const bool add = r0 > 0;
+    if (w == EV)
+      engine_block<T, CB, EV>(nr, rp, wr, ntaps, toff, twoff, in, e0, outp, ostride, valid, add);
+    else if (EV > 4 && w == 4)
+      engine_block<T, CB, (EV > 4 ? 4 : 1)>(nr, rp, wr, ntaps, toff, twoff, in, e0, outp, ostride, valid, add);
+    else if (EV > 2 && w == 2)
+      engine_block<T, CB, (EV > 2 ? 2 : 1)>(nr, rp, wr, ntaps, toff, twoff, in, e0, outp, ostride, valid, add);
+    else
+      engine_block<T, CB, 1>(nr, rp, wr, ntaps, toff, twoff, in, e0, outp, ostride, valid, add);
+    r0 += nr;
+  } while (r0 < nrows);
 }
 
 // Runs the engine over all E-blocks of one row position for a channel block of width cb: the widest block (EV, 4,
@@ -237,6 +256,7 @@ void engine_row(int64_t nrows, const RowSource<T>& src, const T* const* wrow, in
     lo = t ? std::min(lo, toff[t]) : toff[t];
     hi = t ? std::max(hi, toff[t]) : toff[t];
   }
+  const int64_t chunk = std::max<int64_t>(1, kTermsPerRun / std::max(ntaps, 1));
   const bool padded = src.len < 0 || nrows == 0 || ntaps == 0;
   auto inside = [&](int64_t e0, int64_t w) { return padded || (e0 + lo >= 0 && e0 + w * L - 1 + hi < src.len); };
   auto narrower = [](int w) { return w > 4 ? 4 : w / 2; };
@@ -249,7 +269,7 @@ void engine_row(int64_t nrows, const RowSource<T>& src, const T* const* wrow, in
     while (w > 1 && (narrower(w) >= left || !inside(e0, w))) w = narrower(w);
     if (inside(e0, w)) {
       engine_block_w<T, CB, EV>(w, nrows, src.rows, wrow, ntaps, toff, twoff, init, e0, op, ostride,
-                                std::min<int64_t>(w * L, valid_max));
+                                std::min<int64_t>(w * L, valid_max), chunk);
       e0 += w * L;
       continue;
     }
@@ -268,7 +288,7 @@ void engine_row(int64_t nrows, const RowSource<T>& src, const T* const* wrow, in
       es.rows[static_cast<size_t>(r)] = d;
     }
     engine_block_w<T, CB, EV>(w, nrows, es.rows.data(), wrow, ntaps, toff, twoff, init, -lo, op, ostride,
-                              std::min<int64_t>(w * L, valid_max));
+                              std::min<int64_t>(w * L, valid_max), chunk);
     e0 += w * L;
   }
 }
