@@ -652,27 +652,13 @@ def _train_cvae(
     # the seed drives initialisation and the reparameterisation noise without touching the caller's global RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _train_cvae_seeded(
-            torch, cube, epochs=epochs, tile=tile, batch_tiles=batch_tiles, lr=lr, seed=seed, lr_decay=lr_decay,
-            model_kwargs=model_kwargs, progress=progress,
-        )  # fmt: skip
+        model = _fit_cvae(torch, cube, epochs, tile, batch_tiles, lr, seed, lr_decay, model_kwargs, progress)
     model.eval()
     return model
 
 
-def _train_cvae_seeded(
-    torch: Any,
-    cube: np.ndarray,
-    *,
-    epochs: int,
-    tile: int,
-    batch_tiles: int,
-    lr: float,
-    seed: int,
-    lr_decay: bool,
-    model_kwargs: dict[str, Any],
-    progress: bool | Callable[[int, float], None],
-) -> Any:
+def _fit_cvae(torch, cube, epochs, tile, batch_tiles, lr, seed, lr_decay, model_kwargs, progress) -> Any:
+    """The training loop of _train_cvae (arguments as there), on the RNG state it set up."""
     nx, ny, ne = cube.shape
     gen = torch.Generator().manual_seed(seed)
     model: Any = CVAE3D(ne, **model_kwargs)  # type: ignore[call-arg]
