@@ -187,6 +187,28 @@ def test_cvae_training_keeps_the_global_rng_and_names_divergence():
         loglik.eels_anomaly_scores(c, epochs=2, lr=1e6)
 
 
+def test_eels_argument_errors_name_the_argument():
+    c = loglik.synthetic_fe_spectrum_image((8, 8), 64, seed=0)["cube"]
+    cases = [
+        (lambda: loglik.pca_anomaly_scores(c, 2, window=5), "window: expected"),
+        (lambda: loglik.synthetic_fe_spectrum_image(8, 64), "shape: expected"),
+        (lambda: loglik.synthetic_fe_spectrum_image((4, 4), 64, thickness_range=(1, 1, 1)), "thickness_range"),
+        (lambda: loglik.synthetic_fe_spectrum_image((4, 4), 64, dose=1e30), "dose: expected at most"),
+        (lambda: loglik.eels_anomaly_scores(c, epochs=1, model_kwargs=[1]), "model_kwargs"),
+        (lambda: loglik.eels_anomaly_scores(c, epochs=1, seed=2**64), "seed"),
+    ]
+    if _backend.has_torch():
+        import torch
+
+        cases += [
+            (lambda: loglik.CVAE3D(64).loss(np.ones((1, 1, 2, 2, 64))), "counts: expected a torch tensor"),
+            (lambda: loglik.CVAE3D(64).loss(torch.ones((1, 1, 2, 2, 60))), "counts: expected a torch tensor"),
+        ]
+    for call, match in cases:
+        with pytest.raises((ValueError, TypeError), match=match):
+            call()
+
+
 def test_cvae3d_pickles_and_rejects_bad_training_counts():
     torch = pytest.importorskip("torch")
     import io

@@ -133,7 +133,7 @@ def synthetic_fe_spectrum_image(
         dict with "cube" (X, Y, E) float64 counts, "mask" (X, Y) bool (True = shifted region), "energy" (E,) eV,
         "clean" (X, Y, E) expected counts (before Poisson noise).
     """
-    if len(shape) != 2:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 2:
         raise ValueError(f"shape: expected (X, Y), got {shape!r}")
     nx = check_int(shape[0], "shape", low=2)
     ny = check_int(shape[1], "shape", low=2)
@@ -145,6 +145,14 @@ def synthetic_fe_spectrum_image(
         raise ValueError(f"anomaly_fraction: expected a value in [0, 0.5], got {anomaly_fraction!r}")
     dose = check_positive(dose, "dose")
     check_positive(background_ratio, "background_ratio", allow_zero=True)
+    if (
+        isinstance(thickness_range, (str, bytes))
+        or not isinstance(thickness_range, Sequence)
+        or len(thickness_range) != 2
+    ):
+        raise ValueError(f"thickness_range: expected (min, max), got {thickness_range!r}")
+    if dose > 1e15:  # Poisson sampling of larger means fails (and the noise is negligible long before)
+        raise ValueError(f"dose: expected at most 1e15 counts, got {dose!r}")
     t_lo, t_hi = (float(v) for v in thickness_range)
     if not 0 < t_lo <= t_hi:
         raise ValueError(f"thickness_range: expected 0 < min <= max, got {thickness_range!r}")
@@ -286,7 +294,7 @@ def _window(window: Any, n_energy: int, energy: np.ndarray | None) -> slice:
     """Energy window as a slice of channels: None (all), (lo, hi) channel indices, or eV when energy is given."""
     if window is None:
         return slice(0, n_energy)
-    if len(window) != 2:
+    if isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2:
         raise ValueError(f"window: expected (lo, hi), got {window!r}")
     lo, hi = window
     for v in (lo, hi):
@@ -568,6 +576,11 @@ def _build_cvae_class() -> type:
 
         def loss(self, counts):
             """Mean over pixels of NLL + beta * KL for raw counts (N, 1, X, Y, E)."""
+            if not isinstance(counts, torch.Tensor) or counts.ndim != 5 or counts.shape[-1] != self.n_energy:
+                raise ValueError(
+                    f"counts: expected a torch tensor (N, 1, X, Y, {self.n_energy}), got "
+                    f"{type(counts).__name__} of shape {tuple(getattr(counts, 'shape', ()))}"
+                )
             decoded, mu, logvar = self(self.normalise(counts)[0])
             kl = 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(dim=1)
             return (self.nll(decoded, counts) + self.beta * kl).mean()
@@ -763,7 +776,7 @@ def eels_anomaly_scores(
     lr_decay = check_bool(lr_decay, "lr_decay")
     if not callable(progress):
         progress = check_bool(progress, "progress")
-    check_int(seed, "seed", low=0)
+    check_int(seed, "seed", low=0, high=2**63 - 1)
     c = _check_cube(cube)
     if (c < 0).any():
         raise ValueError("cube: expected non-negative counts")
@@ -781,6 +794,8 @@ def eels_anomaly_scores(
     check_int(batch_tiles, "batch_tiles", low=1)
     check_positive(lr, "lr")
     if model is None:
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(f"model_kwargs: expected a dict of CVAE3D arguments, got {type(model_kwargs).__name__}")
         kw = dict(model_kwargs or {})
         kw.setdefault("latent_dim", latent_dim)
         kw.setdefault("likelihood", likelihood)
