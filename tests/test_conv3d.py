@@ -422,3 +422,13 @@ def test_tensor_subclasses_are_tensors():
     x = torch.randn(1, 1, 3, 3, 8, dtype=torch.float64).as_subclass(Tagged)
     w = torch.randn(2, 1, 1, 1, 3, dtype=torch.float64)
     torch.testing.assert_close(loglik.conv3d(x, w).as_subclass(torch.Tensor), F.conv3d(x.as_subclass(torch.Tensor), w))
+
+
+def test_meta_tensors_triton_on_cpu_and_padded_length_messages(monkeypatch):
+    x = torch.randn(1, 1, 2, 2, 8, device="meta")
+    assert loglik.conv3d(x, torch.randn(2, 1, 1, 1, 3, device="meta")).shape == (1, 2, 2, 2, 6)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="impl: 'triton' needs CUDA tensors"):
+        loglik.conv3d(torch.randn(1, 1, 2, 2, 8), torch.randn(2, 1, 1, 1, 3), impl="triton")
+    with pytest.raises(ValueError, match="padding: the padded input would exceed"):
+        loglik.conv3d(np.ones((1, 1, 2, 2, 8)), np.ones((1, 1, 1, 1, 2)), None, 1, (0, 0, 2**30), (1, 1, 2**31 - 1))

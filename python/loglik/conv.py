@@ -104,7 +104,9 @@ def _geometry(
     s = cast(
         Triple, tuple(min(s[a], x_shape[2 + a] + 2 * p[a] - (d[a] * (w_shape[2 + a] - 1) + 1) + 1) for a in range(3))
     )
-    if max(x_shape[2 + a] + 2 * p[a] for a in range(3)) > _INT32_MAX or math.prod(out_shape) > 2**48:
+    if max(x_shape[2 + a] + 2 * p[a] for a in range(3)) > _INT32_MAX:
+        raise ValueError(f"padding: the padded input would exceed {_INT32_MAX} samples along an axis, got {p}")
+    if math.prod(out_shape) > 2**48:
         raise ValueError(f"padding: the output shape {out_shape} would be too large (check padding and stride)")
     return s, p, d, out_shape
 
@@ -318,6 +320,8 @@ def _torch_check(t: Any, name: str, *, check_finite: bool) -> Any:
 
 def _all_finite(t: Any) -> bool:
     torch = _backend.torch()
+    if t.is_meta:  # no values to check (shape propagation)
+        return True
     if t.is_cuda or type(t) not in (torch.Tensor, torch.nn.Parameter):  # GPU, or fake tensors under tracing
         return bool(torch.isfinite(t).all())
     # One float64 sum on the caller's thread (NaN/inf propagate, float32 cannot overflow it); the exact elementwise
@@ -387,6 +391,8 @@ def conv3d(
         if impl == "reference":
             raise ValueError("impl: 'reference' takes numpy arrays; use loglik.reference.conv.conv3d")
         if impl == "triton":
+            if not x.is_cuda and not _backend.triton_interpret():
+                raise ValueError("impl: 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 to interpret it on CPU)")
             from loglik.kernels import conv3d as tk
 
             return tk.conv3d_forward(x, weight, bias, s, p, d)
