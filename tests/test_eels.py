@@ -185,6 +185,11 @@ def test_cvae_training_keeps_the_global_rng_and_names_divergence():
     np.testing.assert_array_equal(s1, loglik.eels_anomaly_scores(c, epochs=1))
     with pytest.raises(ValueError, match="lr: training diverged"):
         loglik.eels_anomaly_scores(c, epochs=2, lr=1e6)
+    # a caller's model: training arguments are not checked (unused) and its train/eval mode is kept
+    s, model = loglik.eels_anomaly_scores(c, epochs=1, return_model=True)
+    model.train()
+    np.testing.assert_allclose(loglik.eels_anomaly_scores(c, model=model, epochs=0), s)
+    assert model.training
 
 
 def test_eels_argument_errors_name_the_argument():

@@ -789,11 +789,11 @@ def eels_anomaly_scores(
     nx, ny, ne = c.shape
     en = _check_energy(energy, ne)
     sl = _window(window, ne, en)
-    check_int(epochs, "epochs", low=1)
-    check_int(tile, "tile", low=1)
-    check_int(batch_tiles, "batch_tiles", low=1)
-    check_positive(lr, "lr")
-    if model is None:
+    if model is None:  # the training arguments matter only when a model is trained here
+        check_int(epochs, "epochs", low=1)
+        check_int(tile, "tile", low=1)
+        check_int(batch_tiles, "batch_tiles", low=1)
+        check_positive(lr, "lr")
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
             raise TypeError(f"model_kwargs: expected a dict of CVAE3D arguments, got {type(model_kwargs).__name__}")
         kw = dict(model_kwargs or {})
@@ -815,6 +815,7 @@ def eels_anomaly_scores(
     elif cast(Any, model).n_energy != ne:
         raise ValueError(f"model: trained for {cast(Any, model).n_energy} energy channels, cube has {ne}")
     model = cast(Any, model)
+    was_training = model.training
     model.eval()
     data = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None]
     with torch.no_grad():
@@ -837,6 +838,7 @@ def eels_anomaly_scores(
             xs, rs = c.reshape(-1, ne)[:, sl], rec[0, 0].double().numpy().reshape(-1, ne)[:, sl]
             out = _correlation_scores(xs, rs) if score == "correlation" else _poisson_deviance(xs, rs)
             out = out.reshape(nx, ny)
+    model.train(was_training)  # a caller's model comes back in the mode it came in
     return (out, model) if return_model else out
 
 
