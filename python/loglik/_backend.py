@@ -38,8 +38,9 @@ def _load_C() -> ModuleType | None:
     except ImportError:
         return None
     # OMP_NUM_THREADS=100000 made the first OpenMP region segfault (the thread stacks cannot be mapped): cap it
-    if mod.get_num_threads() > _thread_limit():
-        mod.set_num_threads(_thread_limit())
+    limit = _thread_limit()
+    if mod.get_num_threads() > limit:
+        mod.set_num_threads(limit)
     return mod
 
 
